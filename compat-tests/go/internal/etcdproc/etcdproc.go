@@ -1,0 +1,325 @@
+// Package etcdproc runs an etcd-compatible server binary (rsetcd, or a real
+// etcd for comparison) as a single-member cluster on loopback ports, for the
+// client compatibility tests of this module.
+//
+// The server is started with etcd's own flags, its stdout and stderr go to a
+// log file, and it counts as started once it logs
+// "ready to serve client requests" (as etcd does) and answers a Get.
+package etcdproc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// BinEnv names the environment variable holding the server binary to test.
+const BinEnv = "RSETCD_BIN"
+
+// ReadyLine is what etcd logs once clients can be served; rsetcd logs the
+// same message.
+const ReadyLine = "ready to serve client requests"
+
+// BinFromEnv returns $RSETCD_BIN, or skips the test when it is unset.
+func BinFromEnv(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv(BinEnv)
+	if bin == "" {
+		t.Skipf("%s is not set: set it to an rsetcd binary (or /usr/bin/etcd to check the test itself) to run this test", BinEnv)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s=%s: %v", BinEnv, bin, err)
+	}
+	return bin
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is one server member. Its ports and data directory stay the same
+// across restarts.
+type Proc struct {
+	t         testing.TB
+	Bin       string
+	Name      string
+	DataDir   string
+	ClientURL string
+	PeerURL   string
+	LogPath   string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the current process has exited
+	waitErr error
+	out     *lineSink
+	starts  int
+}
+
+// New prepares (but does not start) a member named name with a fresh data
+// directory and two free loopback ports. The process is killed when the
+// test ends.
+func New(t testing.TB, bin, name string) *Proc {
+	t.Helper()
+	dir := t.TempDir()
+	p := &Proc{
+		t:         t,
+		Bin:       bin,
+		Name:      name,
+		DataDir:   filepath.Join(dir, "data"),
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		LogPath:   filepath.Join(dir, "server.log"),
+	}
+	t.Cleanup(func() {
+		if p.Running() {
+			_ = p.Kill()
+		}
+		if t.Failed() {
+			t.Logf("last lines of %s output:\n%s", p.Name, p.LogTail(60))
+		}
+	})
+	return p
+}
+
+// Args are the command-line flags the member is started with.
+func (p *Proc) Args() []string {
+	return []string{
+		"--name", p.Name,
+		"--data-dir", p.DataDir,
+		"--listen-client-urls", p.ClientURL,
+		"--advertise-client-urls", p.ClientURL,
+		"--listen-peer-urls", p.PeerURL,
+		"--initial-advertise-peer-urls", p.PeerURL,
+		"--initial-cluster", p.Name + "=" + p.PeerURL,
+	}
+}
+
+// Running reports whether a started process has not exited yet.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Start launches the server and waits, up to timeout, until it has logged
+// ReadyLine and answered a Get.
+func (p *Proc) Start(timeout time.Duration) error {
+	if p.Running() {
+		return errors.New("already running")
+	}
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.starts++
+	fmt.Fprintf(logFile, "===== start #%d: %s %s\n", p.starts, p.Bin, strings.Join(p.Args(), " "))
+	sink := newLineSink(logFile, ReadyLine)
+	cmd := exec.Command(p.Bin, p.Args()...)
+	cmd.Stdout = sink
+	cmd.Stderr = sink
+	cmd.SysProcAttr = sysProcAttr()
+	// A child that keeps the output pipe open must not hang Wait forever.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		p.mu.Unlock()
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", p.Bin, err)
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited, p.out, p.waitErr = cmd, exited, sink, nil
+	p.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		p.mu.Lock()
+		p.waitErr = err
+		p.mu.Unlock()
+		close(exited)
+	}()
+
+	deadline := time.Now().Add(timeout)
+	select {
+	case <-sink.ready:
+	case <-exited:
+		return fmt.Errorf("%s exited before logging %q: %v", p.Name, ReadyLine, p.exitErr())
+	case <-time.After(timeout):
+		_ = p.Kill()
+		return fmt.Errorf("%s did not log %q within %v", p.Name, ReadyLine, timeout)
+	}
+	if err := p.waitServing(deadline); err != nil {
+		return fmt.Errorf("%s logged %q but does not serve: %w", p.Name, ReadyLine, err)
+	}
+	return nil
+}
+
+// waitServing retries a Get until it succeeds or the deadline passes.
+func (p *Proc) waitServing(deadline time.Time) error {
+	cli, err := p.Client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("process exited: %v", p.exitErr())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, lastErr = cli.Get(ctx, "etcdproc-ready-probe")
+		cancel()
+		if lastErr == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no successful Get before the deadline: %v", lastErr)
+}
+
+func (p *Proc) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waitErr
+}
+
+// Client returns a new clientv3 client for this member, with logging off.
+func (p *Proc) Client() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints:   []string{p.ClientURL},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Proc) Kill() error {
+	return p.signalAndWait(syscall.SIGKILL, 30*time.Second)
+}
+
+// Stop sends SIGTERM and waits up to timeout, then kills.
+func (p *Proc) Stop(timeout time.Duration) error {
+	if err := p.signalAndWait(syscall.SIGTERM, timeout); err != nil {
+		_ = p.Kill()
+		return err
+	}
+	return nil
+}
+
+func (p *Proc) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return errors.New("not started")
+	}
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("sending %v: %w", sig, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running %v after %v", p.Name, timeout, sig)
+	}
+}
+
+// LogTail returns the last n lines the server printed since its last start.
+func (p *Proc) LogTail(n int) string {
+	p.mu.Lock()
+	sink := p.out
+	p.mu.Unlock()
+	if sink == nil {
+		return "(never started)"
+	}
+	return sink.tail(n)
+}
+
+// lineSink receives the server's output: it appends it to a log file, keeps
+// the last lines in memory and closes ready when a line contains marker.
+type lineSink struct {
+	mu      sync.Mutex
+	file    *os.File
+	marker  string
+	partial []byte
+	lines   []string
+	ready   chan struct{}
+	seen    bool
+}
+
+const keepLines = 500
+
+func newLineSink(f *os.File, marker string) *lineSink {
+	return &lineSink{file: f, marker: marker, ready: make(chan struct{})}
+}
+
+func (s *lineSink) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, _ = s.file.Write(b)
+	s.partial = append(s.partial, b...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			break
+		}
+		s.addLine(string(s.partial[:i]))
+		s.partial = s.partial[i+1:]
+	}
+	return len(b), nil
+}
+
+func (s *lineSink) addLine(line string) {
+	s.lines = append(s.lines, line)
+	if len(s.lines) > keepLines {
+		s.lines = s.lines[len(s.lines)-keepLines:]
+	}
+	if !s.seen && strings.Contains(line, s.marker) {
+		s.seen = true
+		close(s.ready)
+	}
+}
+
+func (s *lineSink) tail(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lines := s.lines
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	out := strings.Join(lines, "\n")
+	if len(s.partial) > 0 {
+		out += "\n" + string(s.partial)
+	}
+	return out
+}

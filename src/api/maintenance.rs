@@ -1,0 +1,54 @@
+//! `etcdserverpb.Maintenance`: Status for now; the rest answers Unimplemented.
+
+use std::sync::atomic::Ordering;
+
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::etcdserverpb::{StatusRequest, StatusResponse};
+use crate::server::Server;
+
+/// etcd's storage version for a 3.6 data layout; reported because etcdctl 3.6 prints it.
+const STORAGE_VERSION: &str = "3.6.0";
+/// etcd's default backend quota when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+
+pub struct MaintenanceService {
+    pub server: Server,
+    pub quota_bytes: i64,
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let server = &self.server;
+        let raft = server.raft_status();
+        let leader = raft.leader.load(Ordering::Relaxed);
+        let revision = server.current_revision().map_err(to_status)?;
+        let backend = server.backend();
+        let mut errors = Vec::new();
+        if leader == 0 {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(Response::new(StatusResponse {
+            header: Some(server.header(revision)),
+            version: server.etcd_version().to_string(),
+            db_size: backend.file_size() as i64,
+            leader,
+            raft_index: raft.commit.load(Ordering::Relaxed),
+            raft_term: raft.term.load(Ordering::Relaxed),
+            raft_applied_index: raft.applied.load(Ordering::Relaxed),
+            errors,
+            db_size_in_use: backend.size_in_use() as i64,
+            is_learner: server.cluster().local.is_learner,
+            storage_version: STORAGE_VERSION.to_string(),
+            db_size_quota: if self.quota_bytes > 0 {
+                self.quota_bytes
+            } else {
+                DEFAULT_QUOTA_BYTES
+            },
+            downgrade_info: None,
+        }))
+    }
+}

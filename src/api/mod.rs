@@ -1,0 +1,70 @@
+//! gRPC on the client port: one thin handler file per etcd service over [`Server`].
+//! Handlers validate nothing themselves and map errors only through [`status::to_status`].
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod status;
+pub mod unbuilt;
+
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+
+use crate::pb::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::pb::{v3electionpb::election_server::ElectionServer, v3lockpb::lock_server::LockServer};
+use crate::server::Server;
+
+/// etcd accepts this much gRPC framing on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Every etcd service plus grpc.health.v1, ready to serve.
+pub async fn router(
+    server: Server,
+    quota_bytes: i64,
+) -> Router<tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>> {
+    let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let kv = KvServer::new(kv::KvService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
+        server: server.clone(),
+        quota_bytes,
+    })
+    .max_decoding_message_size(max_recv);
+    let cluster =
+        ClusterServer::new(cluster::ClusterService { server }).max_decoding_message_size(max_recv);
+
+    tonic::transport::Server::builder()
+        .layer(unbuilt::NameUnbuiltLayer)
+        .add_service(kv)
+        .add_service(WatchServer::new(unbuilt::Unbuilt))
+        .add_service(LeaseServer::new(unbuilt::Unbuilt))
+        .add_service(cluster)
+        .add_service(maintenance)
+        .add_service(AuthServer::new(unbuilt::Unbuilt))
+        .add_service(ElectionServer::new(unbuilt::Unbuilt))
+        .add_service(LockServer::new(unbuilt::Unbuilt))
+        .add_service(health_service)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    router: Router<
+        tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>,
+    >,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,63 @@
+//! The one table from core errors to gRPC statuses, with etcd's exact codes and messages
+//! (etcd's `api/v3rpc/rpctypes/error.go`, 3.6 codes). Clients match on the message text.
+
+use tonic::{Code, Status};
+
+use crate::mvcc;
+use crate::server::Error;
+
+pub fn to_status(err: Error) -> Status {
+    let (code, message): (Code, &str) = match &err {
+        Error::Mvcc(mvcc::Error::Compacted) => (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        Error::Mvcc(mvcc::Error::FutureRev) => (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        Error::Mvcc(mvcc::Error::KeyNotFound) | Error::KeyNotFound => {
+            (Code::InvalidArgument, "etcdserver: key not found")
+        }
+        Error::Mvcc(mvcc::Error::LeaseNotFound) => {
+            (Code::NotFound, "etcdserver: requested lease not found")
+        }
+        Error::Mvcc(e @ mvcc::Error::KeyTooLong { .. }) => {
+            return Status::invalid_argument(format!("rsetcd: {e}"));
+        }
+        Error::Mvcc(mvcc::Error::Storage(e)) => {
+            return Status::unknown(format!("rsetcd: storage error: {e}"))
+        }
+        Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        Error::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        Error::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        Error::TooManyOps => (
+            Code::InvalidArgument,
+            "etcdserver: too many operations in txn request",
+        ),
+        Error::DuplicateKey => (
+            Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request",
+        ),
+        Error::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
+        Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
+        Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        Error::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+    };
+    Status::new(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_is_out_of_range_with_etcds_text() {
+        let status = to_status(Error::Mvcc(mvcc::Error::Compacted));
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(
+            status.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The replicated state machine: decodes a committed [`RaftRequest`] and applies it to the
+//! MVCC store inside the raft thread's write transaction.
+//!
+//! Every check that depends on the state (lease exists, key exists for ignore_value, read
+//! revisions) happens here, at apply time, so all members decide the same way.
+
+use heed::RwTxn;
+use prost::Message;
+
+use crate::mvcc::{self, store, txn, Store, Writer};
+use crate::pb::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+};
+use crate::pb::rsetcdpb::raft_request::Request;
+use crate::pb::rsetcdpb::RaftRequest;
+use crate::raft::StateMachine;
+
+/// What applying one request produced; headers carry only the revision (the server adds the
+/// member identity).
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+pub type Output = Result<Applied, mvcc::Error>;
+
+pub struct Applier {
+    store: Store,
+}
+
+impl Applier {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    fn apply_request(&self, txn: &mut RwTxn, request: Request) -> Output {
+        match request {
+            Request::Put(req) => {
+                let mut writer = Writer::new(&self.store, txn)?;
+                let mut resp = txn::TxnTarget::put(&mut writer, &req)?;
+                resp.header = Some(header(writer.finish()?));
+                Ok(Applied::Put(resp))
+            }
+            Request::DeleteRange(req) => {
+                let mut writer = Writer::new(&self.store, txn)?;
+                let mut resp = txn::TxnTarget::delete_range(&mut writer, &req)?;
+                resp.header = Some(header(writer.finish()?));
+                Ok(Applied::DeleteRange(resp))
+            }
+            Request::Txn(req) => {
+                let mut writer = Writer::new(&self.store, txn)?;
+                let mut resp = txn::execute(&mut writer, &req)?;
+                resp.header = Some(header(writer.finish()?));
+                Ok(Applied::Txn(resp))
+            }
+            Request::Compaction(req) => {
+                store::compact(&self.store, txn, req.revision)?;
+                let current = self.store.current_rev(txn)?;
+                Ok(Applied::Compaction(CompactionResponse {
+                    header: Some(header(current)),
+                }))
+            }
+        }
+    }
+}
+
+impl StateMachine for Applier {
+    type Output = Output;
+
+    fn apply(&mut self, txn: &mut RwTxn, index: u64, data: &[u8]) -> Output {
+        let request = RaftRequest::decode(data)
+            .unwrap_or_else(|err| panic!("undecodable raft entry {index}: {err}"))
+            .request
+            .unwrap_or_else(|| panic!("raft entry {index} carries no request"));
+        let output = self.apply_request(txn, request);
+        if let Err(mvcc::Error::Storage(err)) = &output {
+            // A failed LMDB write inside the batch transaction cannot be rolled back alone;
+            // continuing would let members diverge.
+            panic!("storage failure applying entry {index}: {err}");
+        }
+        output
+    }
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,138 @@
+//! The LMDB environment and every named table, in one place (etcd's `schema/bucket.go`).
+//!
+//! One environment holds the raft log, the raft hard state and the state machine, so a single
+//! write transaction makes a batch of log entries, their effects and the applied index durable
+//! together: after a crash the store is exactly at some applied index, never in between.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+
+use crate::mvcc::revision::HistOrder;
+
+/// Raw byte table with LMDB's default (memcmp) order.
+pub type Table = Database<'static, Bytes, Bytes>;
+/// The history table with its (key asc, revision desc) order.
+pub type HistTable = Database<'static, Bytes, Bytes, HistOrder>;
+
+/// Name of the LMDB file inside `<data-dir>/member/`, beside etcd's own layout names.
+pub const DB_DIR: &str = "member/lmdb";
+
+/// Largest key LMDB accepts with its default build (511 bytes) minus the revision suffix of
+/// the history table.
+pub const MAX_KEY_LEN: usize = 511 - crate::mvcc::revision::Revision::LEN;
+
+/// Keys of the `meta` table.
+pub mod meta_key {
+    pub const CURRENT_REV: &[u8] = b"current_rev";
+    pub const COMPACT_REV: &[u8] = b"compact_rev";
+    pub const APPLIED_INDEX: &[u8] = b"applied_index";
+    pub const HARD_STATE: &[u8] = b"raft_hard_state";
+    pub const CONF_STATE: &[u8] = b"raft_conf_state";
+    pub const LOG_START: &[u8] = b"raft_log_start";
+    pub const CLUSTER_ID: &[u8] = b"cluster_id";
+    pub const MEMBER_ID: &[u8] = b"member_id";
+}
+
+#[derive(Clone)]
+pub struct Backend {
+    pub env: &'static Env<WithoutTls>,
+    /// user key -> the key's current version (only keys that exist now).
+    pub live: Table,
+    /// (user key, revision) -> the version written at that revision, or a tombstone.
+    pub hist: HistTable,
+    /// revision -> which key changed at it, in write order (watch replay, compaction).
+    pub revlog: Table,
+    /// lease id -> lease record.
+    pub lease: Table,
+    /// raft log: index (8 bytes BE) -> encoded raft entry.
+    pub raft_log: Table,
+    /// small named values, see [`meta_key`].
+    pub meta: Table,
+}
+
+impl Backend {
+    /// Opens (creating if needed) the store under `data_dir`.
+    pub fn open(data_dir: &Path, map_size: usize) -> heed::Result<Self> {
+        let dir = data_dir.join(DB_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(8).max_readers(1024);
+        // SAFETY: the environment is opened once per process; NO_READ_AHEAD suits the random
+        // access of B-tree pages. Durability flags stay at LMDB's safe defaults (fsync on
+        // every commit), because a reply is sent only after that commit.
+        let env = unsafe { options.flags(EnvFlags::NO_READ_AHEAD).open(&dir)? };
+        // heed ties table handles to the environment's lifetime; the environment lives as long
+        // as the process, so it is leaked once here to give every handle a 'static lifetime.
+        let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
+        let wtxn = env.write_txn()?;
+        let tables = env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+            let hist: HistTable = opener
+                .database_options()
+                .types::<Bytes, Bytes>()
+                .key_comparator::<HistOrder>()
+                .name("hist")
+                .create(wtxn)?;
+            let tables: [Table; 5] = [
+                opener.create_database(wtxn, Some("live"))?,
+                opener.create_database(wtxn, Some("revlog"))?,
+                opener.create_database(wtxn, Some("lease"))?,
+                opener.create_database(wtxn, Some("raft_log"))?,
+                opener.create_database(wtxn, Some("meta"))?,
+            ];
+            Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
+        })?;
+        let (hist, [live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
+        Ok(Self {
+            env,
+            live,
+            hist,
+            revlog,
+            lease,
+            raft_log,
+            meta,
+        })
+    }
+
+    pub fn read_txn(&self) -> heed::Result<RoTxn<'_, WithoutTls>> {
+        self.env.read_txn()
+    }
+
+    pub fn write_txn(&self) -> heed::Result<RwTxn<'_>> {
+        self.env.write_txn()
+    }
+
+    pub fn meta_i64(&self, txn: &RoTxn, key: &[u8]) -> heed::Result<Option<i64>> {
+        Ok(self.meta.get(txn, key)?.map(decode_i64))
+    }
+
+    pub fn meta_u64(&self, txn: &RoTxn, key: &[u8]) -> heed::Result<Option<u64>> {
+        Ok(self.meta.get(txn, key)?.map(|b| decode_i64(b) as u64))
+    }
+
+    pub fn put_meta_i64(&self, txn: &mut RwTxn, key: &[u8], value: i64) -> heed::Result<()> {
+        self.meta.put(txn, key, &value.to_be_bytes())
+    }
+
+    /// Size of the data file on disk (what etcd reports as `dbSize`).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(self.env.path().join("data.mdb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Bytes in pages that hold data (etcd's `dbSizeInUse`).
+    pub fn size_in_use(&self) -> u64 {
+        let info = self.env.info();
+        let page = u64::from(self.env.unnamed_database_stat().page_size);
+        (info.last_page_number as u64 + 1) * page
+    }
+}
+
+fn decode_i64(bytes: &[u8]) -> i64 {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .unwrap_or_else(|_| panic!("corrupt meta value {bytes:?}"));
+    i64::from_be_bytes(arr)
+}

@@ -1,0 +1,390 @@
+//! Typed configuration from etcd's flags and `ETCD_*` variables, with etcd's defaults.
+//! Everything is checked here, before any file is written: a bad value names its flag.
+
+pub mod flags;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flags::{FlagSpec, Kind};
+use url::Url;
+
+/// The etcd release whose API and behaviour rsetcd emulates by default; reported by Status,
+/// `--version` and (later) `/version`. Kubernetes needs at least 3.5.13.
+pub const DEFAULT_ETCD_VERSION: &str = "3.6.16";
+
+const fn flag(name: &'static str, kind: Kind, effective: bool) -> FlagSpec {
+    FlagSpec {
+        name,
+        kind,
+        effective,
+    }
+}
+
+use Kind::{Bool, Value};
+
+/// etcd's server flags. Those marked `false` are accepted so that existing unit files keep
+/// starting, and produce a warning that they have no effect in rsetcd yet.
+pub const FLAGS: &[FlagSpec] = &[
+    flag("name", Value, true),
+    flag("data-dir", Value, true),
+    flag("listen-client-urls", Value, true),
+    flag("advertise-client-urls", Value, true),
+    flag("listen-peer-urls", Value, true),
+    flag("initial-advertise-peer-urls", Value, true),
+    flag("initial-cluster", Value, true),
+    flag("initial-cluster-token", Value, true),
+    flag("initial-cluster-state", Value, true),
+    flag("max-request-bytes", Value, true),
+    flag("max-txn-ops", Value, true),
+    flag("quota-backend-bytes", Value, true),
+    flag("log-level", Value, true),
+    flag("heartbeat-interval", Value, true),
+    flag("election-timeout", Value, true),
+    flag("snapshot-count", Value, true),
+    flag("emulated-etcd-version", Value, true),
+    flag("version", Bool, true),
+    flag("help", Bool, true),
+    flag("config-file", Value, true),
+    flag("logger", Value, true),
+    flag("log-outputs", Value, true),
+    flag("log-format", Value, false),
+    flag("wal-dir", Value, false),
+    flag("max-snapshots", Value, false),
+    flag("max-wals", Value, false),
+    flag("enable-v2", Bool, false),
+    flag("enable-pprof", Bool, false),
+    flag("metrics", Value, false),
+    flag("listen-metrics-urls", Value, false),
+    flag("listen-client-http-urls", Value, false),
+    flag("auto-compaction-mode", Value, false),
+    flag("auto-compaction-retention", Value, false),
+    flag("strict-reconfig-check", Bool, false),
+    flag("pre-vote", Bool, false),
+    flag("initial-election-tick-advance", Bool, false),
+    flag("max-concurrent-streams", Value, false),
+    flag("grpc-keepalive-min-time", Value, false),
+    flag("grpc-keepalive-interval", Value, false),
+    flag("grpc-keepalive-timeout", Value, false),
+    flag("backend-batch-interval", Value, false),
+    flag("backend-batch-limit", Value, false),
+    flag("backend-bbolt-freelist-type", Value, false),
+    flag("auth-token", Value, false),
+    flag("auth-token-ttl", Value, false),
+    flag("bcrypt-cost", Value, false),
+    flag("cors", Value, false),
+    flag("host-whitelist", Value, false),
+    flag("enable-grpc-gateway", Bool, false),
+    flag("unsafe-no-fsync", Bool, false),
+    flag("force-new-cluster", Bool, false),
+    flag("socket-reuse-port", Bool, false),
+    flag("socket-reuse-address", Bool, false),
+    flag("feature-gates", Value, false),
+    flag("experimental-initial-corrupt-check", Bool, false),
+    flag("experimental-watch-progress-notify-interval", Value, false),
+    flag("watch-progress-notify-interval", Value, false),
+    flag("experimental-enable-lease-checkpoint", Bool, false),
+    flag("experimental-compact-hash-check-enabled", Bool, false),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// (member name, peer URL) in the order given.
+    pub initial_cluster: Vec<(String, Url)>,
+    pub initial_cluster_token: String,
+    pub initial_cluster_state: ClusterState,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: i64,
+    pub log_level: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub etcd_version: String,
+    /// Flags given that rsetcd does not act on yet (warned about at start-up).
+    pub ignored_flags: Vec<String>,
+    pub unknown_env: Vec<String>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    PrintVersion(String),
+    PrintHelp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Flag(#[from] flags::FlagError),
+    #[error("invalid value {value:?} for flag -{flag}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Parses `args` (without the program name) and `env` as etcd would.
+    pub fn from_args(args: &[String], env: &[(String, String)]) -> Result<Command, ConfigError> {
+        let parsed = flags::parse(FLAGS, args, env)?;
+        let v = &parsed.values;
+        let get = |name: &str| v.get(name).map(String::as_str);
+        if get("help") == Some("true") {
+            return Ok(Command::PrintHelp);
+        }
+        let etcd_version = get("emulated-etcd-version")
+            .unwrap_or(DEFAULT_ETCD_VERSION)
+            .to_string();
+        check_semver(&etcd_version)?;
+        if get("version") == Some("true") {
+            return Ok(Command::PrintVersion(etcd_version));
+        }
+        if get("config-file").is_some() {
+            return Err(ConfigError::Unsupported(
+                "--config-file is not supported by rsetcd yet; pass the settings as flags or ETCD_* variables".into(),
+            ));
+        }
+
+        let name = get("name").unwrap_or("default").to_string();
+        let data_dir = PathBuf::from(
+            get("data-dir")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{name}.etcd")),
+        );
+        let urls =
+            |flag: &'static str, default: &str| parse_urls(flag, get(flag).unwrap_or(default));
+        let listen_client_urls = urls("listen-client-urls", "http://localhost:2379")?;
+        let advertise_client_urls = urls("advertise-client-urls", "http://localhost:2379")?;
+        let listen_peer_urls = urls("listen-peer-urls", "http://localhost:2380")?;
+        let initial_advertise_peer_urls =
+            urls("initial-advertise-peer-urls", "http://localhost:2380")?;
+        let default_cluster = initial_advertise_peer_urls
+            .iter()
+            .map(|u| format!("{name}={}", display_url(u)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_text = get("initial-cluster")
+            .map(str::to_string)
+            .unwrap_or(default_cluster);
+        let initial_cluster = parse_initial_cluster(&cluster_text)?;
+        let initial_cluster_state = match get("initial-cluster-state").unwrap_or("new") {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(invalid(
+                    "initial-cluster-state",
+                    other,
+                    "valid values are new, existing",
+                ))
+            }
+        };
+
+        let heartbeat_ms: u64 = number(get("heartbeat-interval"), "heartbeat-interval", 100)?;
+        let election_ms: u64 = number(get("election-timeout"), "election-timeout", 1000)?;
+        if heartbeat_ms == 0 || election_ms < 5 * heartbeat_ms {
+            return Err(invalid(
+                "election-timeout",
+                &election_ms.to_string(),
+                format!("must be at least 5 times --heartbeat-interval ({heartbeat_ms})"),
+            ));
+        }
+        let log_level = get("log-level").unwrap_or("info").to_string();
+        if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&log_level.as_str()) {
+            return Err(invalid(
+                "log-level",
+                &log_level,
+                "valid values are debug, info, warn, error, panic, fatal",
+            ));
+        }
+        if let Some(logger) = get("logger").filter(|l| *l != "zap") {
+            return Err(invalid("logger", logger, "only zap is supported"));
+        }
+
+        let ignored_flags = FLAGS
+            .iter()
+            .filter(|f| !f.effective && v.contains_key(f.name))
+            .map(|f| format!("--{}", f.name))
+            .collect();
+        Ok(Command::Run(Box::new(Config {
+            name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_token: get("initial-cluster-token")
+                .unwrap_or("etcd-cluster")
+                .to_string(),
+            initial_cluster_state,
+            max_request_bytes: number(get("max-request-bytes"), "max-request-bytes", 1_572_864)?,
+            max_txn_ops: number(get("max-txn-ops"), "max-txn-ops", 128)?,
+            quota_backend_bytes: number(get("quota-backend-bytes"), "quota-backend-bytes", 0)?,
+            log_level,
+            heartbeat_interval: Duration::from_millis(heartbeat_ms),
+            election_timeout: Duration::from_millis(election_ms),
+            snapshot_count: number(get("snapshot-count"), "snapshot-count", 10_000)?,
+            etcd_version,
+            ignored_flags,
+            unknown_env: parsed.unknown_env,
+        })))
+    }
+
+    /// Peer URLs of this member according to `--initial-cluster`.
+    pub fn own_cluster_urls(&self) -> Vec<String> {
+        self.initial_cluster
+            .iter()
+            .filter(|(n, _)| *n == self.name)
+            .map(|(_, u)| display_url(u))
+            .collect()
+    }
+}
+
+/// A URL as etcd prints it: no trailing slash for a bare host:port.
+pub fn display_url(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+fn number<T: std::str::FromStr>(
+    text: Option<&str>,
+    flag: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(t) => t
+            .parse()
+            .map_err(|_| invalid(flag, t, "not a valid number")),
+    }
+}
+
+fn parse_urls(flag: &'static str, text: &str) -> Result<Vec<Url>, ConfigError> {
+    text.split(',')
+        .map(|part| parse_url(flag, part.trim()))
+        .collect()
+}
+
+fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid(flag, text, e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" | "unix" | "unixs" => {
+            return Err(invalid(
+                flag,
+                text,
+                format!("{} URLs are not supported by rsetcd yet", url.scheme()),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                flag,
+                text,
+                "URL scheme must be http, https, unix, or unixs",
+            ))
+        }
+    }
+    if url.host_str().is_none() || url.port().is_none() {
+        return Err(invalid(
+            flag,
+            text,
+            "URL must be of the form scheme://host:port",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") {
+        return Err(invalid(flag, text, "URL must not contain a path"));
+    }
+    Ok(url)
+}
+
+fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Url)>, ConfigError> {
+    text.split(',')
+        .map(|entry| {
+            let (name, url) = entry.split_once('=').ok_or_else(|| {
+                invalid(
+                    "initial-cluster",
+                    text,
+                    format!("{entry:?} is not of the form name=url"),
+                )
+            })?;
+            Ok((
+                name.trim().to_string(),
+                parse_url("initial-cluster", url.trim())?,
+            ))
+        })
+        .collect()
+}
+
+fn check_semver(version: &str) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = version.split('.').collect();
+    let ok = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "emulated-etcd-version",
+            version,
+            "must be a version like 3.6.16",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match Config::from_args(&args, &[])? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn etcd_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(
+            c.own_cluster_urls(),
+            vec!["http://localhost:2380".to_string()]
+        );
+        assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn malformed_url_names_the_flag() {
+        let err = run(&["--listen-client-urls", "127.0.0.1:2379"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("-listen-client-urls"), "{err}");
+    }
+}

@@ -1,0 +1,29 @@
+//! rsetcd: an etcd v3 wire-compatible key-value store on raft-rs and LMDB.
+//!
+//! # Layout
+//! Lower modules never import higher ones:
+//!
+//! ```text
+//! main -> server::run (boot) -> api, server, raft, apply, cluster, config
+//! api      thin tonic handlers; maps core errors to etcd's gRPC statuses
+//! server   validation, propose-and-wait, read barrier, response headers
+//! raft     the thread owning raft-rs's RawNode; persists the log in LMDB; knows no keys
+//! apply    the state machine: decodes committed requests, applies them to mvcc
+//! mvcc     revisioned key space on LMDB (range, put, delete, txn, compact)
+//! backend  the LMDB environment and its tables (shared by raft and mvcc)
+//! cluster  member and cluster ids and records
+//! config   etcd's flags, environment variables and defaults
+//! logging  zap-style JSON log lines, as etcd writes them
+//! ```
+
+pub mod api;
+pub mod apply;
+pub mod backend;
+pub mod boot;
+pub mod cluster;
+pub mod config;
+pub mod logging;
+pub mod mvcc;
+pub mod pb;
+pub mod raft;
+pub mod server;

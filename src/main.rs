@@ -1,0 +1,79 @@
+//! The `rsetcd` binary: etcd's command line in, a running member out.
+
+use std::process::ExitCode;
+
+use rsetcd::config::{Command, Config, ConfigError};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = match Config::from_args(&args, &env) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::PrintVersion(etcd_version)) => {
+            println!("etcd Version: {etcd_version}");
+            println!(
+                "Git SHA: {}",
+                option_env!("RSETCD_GIT_SHA").unwrap_or("not a git build")
+            );
+            println!("Go Version: none (rsetcd is written in Rust)");
+            println!("Go OS/Arch: {}/{}", go_os(), go_arch());
+            println!("rsetcd Version: {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::PrintHelp) => {
+            println!("usage: rsetcd [flags]\n\nrsetcd takes etcd's flags; see README.md for which ones act.");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("{}", error_line(&err));
+            // Go's flag package exits with 2 on a bad command line; etcd does the same.
+            return ExitCode::from(2);
+        }
+    };
+    rsetcd::logging::init(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("rsetcd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(rsetcd::boot::run(*config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}").as_str(),
+                "rsetcd stopped with an error"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn error_line(err: &ConfigError) -> String {
+    format!("rsetcd: {err}")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn go_os() -> &'static str {
+    std::env::consts::OS
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

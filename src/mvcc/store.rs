@@ -1,0 +1,451 @@
+//! Range, put, delete-range and compaction over the tables of [`Backend`].
+//!
+//! Reads at the current revision walk `live` (one step per key); reads at an older revision
+//! walk `hist` with two seeks per key (see [`HistOrder`](super::revision::HistOrder)), so
+//! neither reads keys outside the requested range nor a key's older history.
+
+use std::ops::Bound;
+
+use heed::{RoTxn, RwTxn};
+
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::pb::mvccpb::KeyValue;
+
+use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
+use super::revision::{hist_key, split_hist_key, Revision};
+use super::{Error, Result};
+use crate::backend::{meta_key, Backend, MAX_KEY_LEN};
+
+/// The keys a request names, decoded from etcd's `(key, range_end)` convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRange {
+    /// `range_end` empty: exactly `key`.
+    Single(Vec<u8>),
+    /// `range_end == "\0"`: every key `>= key`.
+    From(Vec<u8>),
+    /// `[key, range_end)`; empty when `key >= range_end`.
+    Between(Vec<u8>, Vec<u8>),
+}
+
+impl KeyRange {
+    pub fn new(key: &[u8], range_end: &[u8]) -> Self {
+        match range_end {
+            [] => Self::Single(key.to_vec()),
+            [0] => Self::From(key.to_vec()),
+            end => Self::Between(key.to_vec(), end.to_vec()),
+        }
+    }
+
+    pub fn start(&self) -> &[u8] {
+        match self {
+            Self::Single(k) | Self::From(k) | Self::Between(k, _) => k,
+        }
+    }
+
+    /// True when `key` is at or below the upper end (keys are visited in order from start).
+    fn below_end(&self, key: &[u8]) -> bool {
+        match self {
+            Self::Single(k) => key == k.as_slice(),
+            Self::From(_) => true,
+            Self::Between(_, end) => key < end.as_slice(),
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start() && self.below_end(key)
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Between(start, end) if start >= end)
+    }
+}
+
+/// Read access to the key space. Cheap to clone (LMDB handles are shared).
+#[derive(Clone)]
+pub struct Store {
+    pub backend: Backend,
+}
+
+impl Store {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
+    }
+
+    pub fn current_rev(&self, txn: &RoTxn) -> Result<i64> {
+        Ok(self
+            .backend
+            .meta_i64(txn, meta_key::CURRENT_REV)?
+            .unwrap_or(1))
+    }
+
+    /// The revision compacted to, or -1 before any compaction (etcd's initial value).
+    pub fn compact_rev(&self, txn: &RoTxn) -> Result<i64> {
+        Ok(self
+            .backend
+            .meta_i64(txn, meta_key::COMPACT_REV)?
+            .unwrap_or(-1))
+    }
+
+    pub fn lease_exists(&self, txn: &RoTxn, lease: i64) -> Result<bool> {
+        Ok(self.backend.lease.get(txn, &lease.to_be_bytes())?.is_some())
+    }
+
+    /// Calls `visit` with each key of `range` as it was at revision `at`, in key order, until
+    /// `visit` returns false. `current` is the newest revision visible in `txn`.
+    pub fn visit(
+        &self,
+        txn: &RoTxn,
+        range: &KeyRange,
+        at: i64,
+        current: i64,
+        mut visit: impl FnMut(&[u8], Version<'_>) -> bool,
+    ) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        if at >= current {
+            return self.visit_live(txn, range, &mut visit);
+        }
+        self.visit_hist(txn, range, at, &mut visit)
+    }
+
+    fn visit_live(
+        &self,
+        txn: &RoTxn,
+        range: &KeyRange,
+        visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
+    ) -> Result<()> {
+        if let KeyRange::Single(key) = range {
+            if let Some(bytes) = self.backend.live.get(txn, key)? {
+                visit(key, record::decode_live(bytes));
+            }
+            return Ok(());
+        }
+        let upper = match range {
+            KeyRange::Between(_, end) => Bound::Excluded(end.as_slice()),
+            _ => Bound::Unbounded,
+        };
+        let bounds = (Bound::Included(range.start()), upper);
+        for item in self.backend.live.range(txn, &bounds)? {
+            let (key, bytes) = item?;
+            if !visit(key, record::decode_live(bytes)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_hist(
+        &self,
+        txn: &RoTxn,
+        range: &KeyRange,
+        at: i64,
+        visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
+    ) -> Result<()> {
+        let newest_at = Revision::new(at, i64::MAX);
+        let mut seek = hist_key(range.start(), newest_at);
+        while let Some((entry, bytes)) =
+            self.backend.hist.get_greater_than_or_equal_to(txn, &seek)?
+        {
+            let (key, rev) = split_hist_key(entry);
+            if !range.below_end(key) {
+                break;
+            }
+            if rev.main > at {
+                // Every version of this key at hand is too new: jump to its newest <= at.
+                seek = hist_key(key, newest_at);
+                continue;
+            }
+            if let Some(version) = record::decode_hist(rev, bytes) {
+                if !visit(key, version) {
+                    break;
+                }
+            }
+            if matches!(range, KeyRange::Single(_)) {
+                break;
+            }
+            // (key, 0.0) sorts after every real version of key: the next entry is the next key.
+            seek = hist_key(key, Revision::default());
+        }
+        Ok(())
+    }
+
+    /// Checks a read revision against the compacted and current revisions, as etcd does:
+    /// a future revision and one below the compaction point fail; `<= 0` means current.
+    pub fn check_read_rev(&self, txn: &RoTxn, requested: i64, current: i64) -> Result<i64> {
+        if requested > current {
+            return Err(Error::FutureRev);
+        }
+        let at = if requested <= 0 { current } else { requested };
+        if at < self.compact_rev(txn)? {
+            return Err(Error::Compacted);
+        }
+        Ok(at)
+    }
+
+    /// Executes a Range with etcd's semantics for limit, sorting, filters and count.
+    /// `current` is the newest revision visible in `txn` (own writes included in a Txn).
+    pub fn range(&self, txn: &RoTxn, req: &RangeRequest, current: i64) -> Result<RangeResponse> {
+        let at = self.check_read_rev(txn, req.revision, current)?;
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+        let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        // Sorting and filtering need every key; otherwise one past the limit tells `more`.
+        let fetch_all = order != SortOrder::None || filtered || req.limit <= 0;
+        let wanted = if fetch_all {
+            usize::MAX
+        } else {
+            req.limit as usize + 1
+        };
+
+        let mut kvs = Vec::new();
+        let mut count: i64 = 0;
+        self.visit(txn, &range, at, current, |key, version| {
+            count += 1;
+            if !req.count_only && kvs.len() < wanted {
+                kvs.push(version.to_key_value(key, req.keys_only));
+            }
+            true
+        })?;
+
+        if req.count_only {
+            kvs.clear();
+        }
+        if filtered {
+            kvs.retain(|kv| passes_filters(req, kv));
+        }
+        sort(&mut kvs, order, target);
+        let mut more = false;
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        Ok(RangeResponse {
+            header: None,
+            kvs,
+            more,
+            count,
+        })
+    }
+}
+
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    let above = |v: i64, min: i64| min == 0 || v >= min;
+    let below = |v: i64, max: i64| max == 0 || v <= max;
+    above(kv.mod_revision, req.min_mod_revision)
+        && below(kv.mod_revision, req.max_mod_revision)
+        && above(kv.create_revision, req.min_create_revision)
+        && below(kv.create_revision, req.max_create_revision)
+}
+
+/// etcd's ordering rules: results are key-ascending unless asked otherwise, and a non-key
+/// target with no order means ascending.
+fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    if order == SortOrder::Ascend && target == SortTarget::Key {
+        return;
+    }
+    let cmp = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    // Stable sort keeps key order among equal values, as etcd's sort.Stable does.
+    if order == SortOrder::Descend {
+        kvs.sort_by(|a, b| cmp(b, a));
+    } else {
+        kvs.sort_by(cmp);
+    }
+}
+
+/// Applies the writes of one request (a Put, a DeleteRange or a whole Txn) at one new main
+/// revision. Reads through [`Writer::view`] see the writes made so far.
+pub struct Writer<'s, 't, 'e> {
+    store: &'s Store,
+    txn: &'t mut RwTxn<'e>,
+    /// Revision before this request.
+    base: i64,
+    /// Changes made so far; also the next sub revision.
+    sub: i64,
+}
+
+impl<'s, 't, 'e> Writer<'s, 't, 'e> {
+    pub fn new(store: &'s Store, txn: &'t mut RwTxn<'e>) -> Result<Self> {
+        let base = store.current_rev(txn)?;
+        Ok(Self {
+            store,
+            txn,
+            base,
+            sub: 0,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    pub fn view(&self) -> &RoTxn<'e> {
+        self.txn
+    }
+
+    /// The newest revision visible to reads inside this request.
+    pub fn current_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.base + 1
+        } else {
+            self.base
+        }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let rev = Revision::new(self.base + 1, self.sub);
+        self.sub += 1;
+        rev
+    }
+
+    /// Checks what a put needs before anything is written: the key exists when a value or
+    /// lease is to be kept, and a new lease exists.
+    pub fn check_put(&self, key: &[u8], keep_value: bool, lease: Option<i64>) -> Result<()> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLong { max: MAX_KEY_LEN });
+        }
+        if (keep_value || lease.is_none()) && self.store.backend.live.get(self.txn, key)?.is_none()
+        {
+            return Err(Error::KeyNotFound);
+        }
+        if let Some(id) = lease.filter(|&id| id != 0) {
+            if !self.store.lease_exists(self.txn, id)? {
+                return Err(Error::LeaseNotFound);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `key`. `value: None` keeps the current value (ignore_value) and `lease: None`
+    /// keeps the current lease (ignore_lease); call [`Writer::check_put`] first. Returns the
+    /// previous version, if the key existed.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        lease: Option<i64>,
+    ) -> Result<Option<KeyValue>> {
+        self.check_put(key, value.is_none(), lease)?;
+        let prev = self.store.backend.live.get(self.txn, key)?.map(|bytes| {
+            let v = record::decode_live(bytes);
+            v.to_key_value(key, false)
+        });
+        let rev = self.next_rev();
+        let value = match (value, &prev) {
+            (Some(v), _) => v.to_vec(),
+            (None, Some(p)) => p.value.clone(),
+            (None, None) => unreachable!("check_put ensured the key exists"),
+        };
+        let lease = lease.or(prev.as_ref().map(|p| p.lease)).unwrap_or(0);
+        let version = Version {
+            modified: rev,
+            create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+            value: &value,
+        };
+        let b = &self.store.backend;
+        b.live.put(self.txn, key, &record::encode_live(&version))?;
+        b.hist.put(
+            self.txn,
+            &hist_key(key, rev),
+            &record::encode_hist_put(&version),
+        )?;
+        b.revlog.put(
+            self.txn,
+            &rev.to_bytes(),
+            &record::encode_revlog(KIND_PUT, key),
+        )?;
+        Ok(prev)
+    }
+
+    /// Deletes every existing key of `range`; returns the deleted versions in key order.
+    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
+        let mut deleted = Vec::new();
+        let current = self.current_rev();
+        self.store
+            .visit(self.txn, range, current, current, |key, version| {
+                deleted.push(version.to_key_value(key, false));
+                true
+            })?;
+        for kv in &deleted {
+            let rev = self.next_rev();
+            let b = &self.store.backend;
+            b.live.delete(self.txn, &kv.key)?;
+            b.hist
+                .put(self.txn, &hist_key(&kv.key, rev), HIST_TOMBSTONE)?;
+            b.revlog.put(
+                self.txn,
+                &rev.to_bytes(),
+                &record::encode_revlog(KIND_TOMBSTONE, &kv.key),
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    /// Records the new current revision if anything changed and returns the revision the
+    /// request produced (the old one for a request that changed nothing).
+    pub fn finish(self) -> Result<i64> {
+        let rev = self.current_rev();
+        if self.sub > 0 {
+            self.store
+                .backend
+                .put_meta_i64(self.txn, meta_key::CURRENT_REV, rev)?;
+        }
+        Ok(rev)
+    }
+}
+
+/// Compacts history to `rev`: reads below it fail from now on, and every version that no read
+/// at or above `rev` can see is deleted. A tombstone exactly at `rev` is kept (etcd >= 3.5.16)
+/// so that a watch from `rev` still sees that delete.
+pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
+    let current = store.current_rev(txn)?;
+    if rev <= store.compact_rev(txn)? {
+        return Err(Error::Compacted);
+    }
+    if rev > current {
+        return Err(Error::FutureRev);
+    }
+    let b = &store.backend;
+    b.put_meta_i64(txn, meta_key::COMPACT_REV, rev)?;
+
+    let mut doomed: Vec<(Vec<u8>, Revision)> = Vec::new();
+    for item in b.revlog.iter(txn)? {
+        let (rev_bytes, bytes) = item?;
+        let at = Revision::from_bytes(rev_bytes);
+        if at.main > rev {
+            break;
+        }
+        let (kind, key) = record::decode_revlog(bytes);
+        let newest = b
+            .hist
+            .get_greater_than_or_equal_to(txn, &hist_key(key, Revision::new(rev, i64::MAX)))?
+            .map(|(entry, _)| split_hist_key(entry).1);
+        let keep = newest == Some(at) && (kind == KIND_PUT || at.main == rev);
+        if !keep {
+            doomed.push((key.to_vec(), at));
+        }
+    }
+    for (key, at) in doomed {
+        b.hist.delete(txn, &hist_key(&key, at))?;
+        b.revlog.delete(txn, &at.to_bytes())?;
+    }
+    Ok(())
+}

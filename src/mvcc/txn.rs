@@ -1,0 +1,261 @@
+//! Txn: compares, then the ops of one branch, at one main revision.
+//!
+//! As in etcd, every compare (nested Txns' included) is evaluated against the state before the
+//! Txn starts, which fixes the *path* through the branches; then every op on that path is
+//! checked (leases exist, kept values exist, read revisions are valid), and only then are the
+//! ops executed. A Txn therefore fails whole or applies whole.
+
+use heed::RoTxn;
+
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request;
+use crate::pb::etcdserverpb::response_op::Response;
+use crate::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::pb::mvccpb::KeyValue;
+
+use super::store::{KeyRange, Store, Writer};
+use super::{Error, Result};
+
+/// Where a Txn runs: a [`Writer`] for Txns that write, a read transaction for read-only ones.
+pub trait TxnTarget {
+    fn store(&self) -> &Store;
+    fn view(&self) -> &RoTxn<'_>;
+    fn current_rev(&self) -> i64;
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse>;
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse>;
+}
+
+impl TxnTarget for Writer<'_, '_, '_> {
+    fn store(&self) -> &Store {
+        Writer::store(self)
+    }
+    fn view(&self) -> &RoTxn<'_> {
+        Writer::view(self)
+    }
+    fn current_rev(&self) -> i64 {
+        Writer::current_rev(self)
+    }
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let value = (!req.ignore_value).then_some(req.value.as_slice());
+        let lease = (!req.ignore_lease).then_some(req.lease);
+        let prev = Writer::put(self, &req.key, value, lease)?;
+        Ok(PutResponse {
+            header: Some(header(self.current_rev())),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let deleted = Writer::delete_range(self, &KeyRange::new(&req.key, &req.range_end))?;
+        Ok(DeleteRangeResponse {
+            header: Some(header(self.current_rev())),
+            deleted: deleted.len() as i64,
+            prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+        })
+    }
+}
+
+/// A Txn with no Put or DeleteRange on any branch, served from a read transaction.
+pub struct ReadOnly<'a, 'e> {
+    pub store: &'a Store,
+    pub txn: &'a RoTxn<'e>,
+    pub current: i64,
+}
+
+impl TxnTarget for ReadOnly<'_, '_> {
+    fn store(&self) -> &Store {
+        self.store
+    }
+    fn view(&self) -> &RoTxn<'_> {
+        self.txn
+    }
+    fn current_rev(&self) -> i64 {
+        self.current
+    }
+    fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
+        unreachable!("a read-only Txn was checked to hold no Put")
+    }
+    fn delete_range(&mut self, _: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        unreachable!("a read-only Txn was checked to hold no DeleteRange")
+    }
+}
+
+/// True when no branch, at any depth, writes.
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) | None => true,
+            Some(Request::RequestTxn(t)) => is_read_only(t),
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+        })
+}
+
+/// Runs a whole Txn. The header carries the revision after it.
+pub fn execute(target: &mut impl TxnTarget, req: &TxnRequest) -> Result<TxnResponse> {
+    let mut path = Vec::new();
+    choose_path(target, req, &mut path)?;
+    check_path(target, req, &mut path.iter().copied())?;
+    let mut resp = run_path(target, req, &mut path.iter().copied())?;
+    resp.header = Some(header(target.current_rev()));
+    Ok(resp)
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}
+
+/// Records, in depth-first order, which branch each Txn on the taken path takes.
+fn choose_path(target: &impl TxnTarget, req: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+    let mut succeeded = true;
+    for cmp in &req.compare {
+        if !compare(target, cmp)? {
+            succeeded = false;
+            break;
+        }
+    }
+    path.push(succeeded);
+    for op in branch(req, succeeded) {
+        if let Some(Request::RequestTxn(nested)) = &op.request {
+            choose_path(target, nested, path)?;
+        }
+    }
+    Ok(())
+}
+
+fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+    if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    }
+}
+
+fn check_path(
+    target: &impl TxnTarget,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<()> {
+    let succeeded = path.next().expect("path covers every txn");
+    let current = target.current_rev();
+    for op in branch(req, succeeded) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => {
+                target
+                    .store()
+                    .check_read_rev(target.view(), r.revision, current)?;
+            }
+            Some(Request::RequestPut(p)) => check_put(target, p)?,
+            Some(Request::RequestDeleteRange(_)) | None => {}
+            Some(Request::RequestTxn(nested)) => check_path(target, nested, path)?,
+        }
+    }
+    Ok(())
+}
+
+fn check_put(target: &impl TxnTarget, p: &PutRequest) -> Result<()> {
+    let store = target.store();
+    let txn = target.view();
+    if (p.ignore_value || p.ignore_lease) && store.backend.live.get(txn, &p.key)?.is_none() {
+        return Err(Error::KeyNotFound);
+    }
+    if !p.ignore_lease && p.lease != 0 && !store.lease_exists(txn, p.lease)? {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok(())
+}
+
+fn run_path(
+    target: &mut impl TxnTarget,
+    req: &TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<TxnResponse> {
+    let succeeded = path.next().expect("path covers every txn");
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        let response = match &op.request {
+            Some(Request::RequestRange(r)) => {
+                let current = target.current_rev();
+                let mut resp = target.store().range(target.view(), r, current)?;
+                resp.header = Some(header(current));
+                Response::ResponseRange(resp)
+            }
+            Some(Request::RequestPut(p)) => Response::ResponsePut(target.put(p)?),
+            Some(Request::RequestDeleteRange(d)) => {
+                Response::ResponseDeleteRange(target.delete_range(d)?)
+            }
+            Some(Request::RequestTxn(nested)) => {
+                let mut resp = run_path(target, nested, path)?;
+                resp.header = Some(header(target.current_rev()));
+                Response::ResponseTxn(resp)
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: None,
+        succeeded,
+        responses,
+    })
+}
+
+/// One compare; with a range_end every key in the range must pass, and an empty range compares
+/// a zero KeyValue (so `create_revision == 0` means "absent"), except VALUE, which fails.
+fn compare(target: &impl TxnTarget, cmp: &Compare) -> Result<bool> {
+    let range = KeyRange::new(&cmp.key, &cmp.range_end);
+    let current = target.current_rev();
+    let mut kvs = Vec::new();
+    target
+        .store()
+        .visit(target.view(), &range, current, current, |key, version| {
+            kvs.push(version.to_key_value(key, false));
+            true
+        })?;
+    let target_kind = CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version);
+    if kvs.is_empty() {
+        if target_kind == CompareTarget::Value {
+            return Ok(false);
+        }
+        return Ok(compare_one(cmp, target_kind, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_one(cmp, target_kind, kv)))
+}
+
+fn compare_one(cmp: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (target, &cmp.target_union) {
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => {
+            kv.value.as_slice().cmp(v.as_slice())
+        }
+        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[]),
+        (CompareTarget::Version, u) => kv.version.cmp(&int_target(u)),
+        (CompareTarget::Create, u) => kv.create_revision.cmp(&int_target(u)),
+        (CompareTarget::Mod, u) => kv.mod_revision.cmp(&int_target(u)),
+        (CompareTarget::Lease, u) => kv.lease.cmp(&int_target(u)),
+    };
+    match CompareResult::try_from(cmp.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering == Ordering::Equal,
+        CompareResult::Greater => ordering == Ordering::Greater,
+        CompareResult::Less => ordering == Ordering::Less,
+        CompareResult::NotEqual => ordering != Ordering::Equal,
+    }
+}
+
+fn int_target(union: &Option<TargetUnion>) -> i64 {
+    match union {
+        Some(TargetUnion::Version(v))
+        | Some(TargetUnion::CreateRevision(v))
+        | Some(TargetUnion::ModRevision(v))
+        | Some(TargetUnion::Lease(v)) => *v,
+        Some(TargetUnion::Value(_)) | None => 0,
+    }
+}

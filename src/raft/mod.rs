@@ -1,0 +1,7 @@
+//! Consensus: raft-rs's `RawNode` driven by one thread, its log persisted in LMDB.
+//! Knows nothing of keys; see [`node::StateMachine`] for the seam to the applier.
+
+pub mod node;
+pub mod storage;
+
+pub use node::{Input, NodeConfig, NodeStatus, ProposeError, StateMachine};

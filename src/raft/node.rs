@@ -1,0 +1,391 @@
+//! The one thread that owns the `RawNode` and every LMDB write transaction.
+//!
+//! It runs raft-rs's Ready loop in the documented order (persist, send, apply, advance) and
+//! knows nothing about keys: committed entries go to a [`StateMachine`] inside the same write
+//! transaction that persists the new log entries, and callers are answered only after that
+//! transaction committed (LMDB fsyncs on commit). Everything that arrived while the previous
+//! Ready was being written is proposed together, so one fsync serves a whole batch.
+//!
+//! A single voter commits an entry by persisting it, so a lone leader applies the entries of a
+//! Ready in the very transaction that persists them: one fsync per batch instead of two.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use heed::RwTxn;
+use raft::prelude::{ConfState, Entry, EntryType};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::oneshot;
+
+use super::storage::RaftLog;
+use crate::backend::Backend;
+
+/// The replicated state machine fed by committed entries.
+pub trait StateMachine: Send + 'static {
+    type Output: Send + 'static;
+
+    /// Applies the committed entry `index` carrying `data` inside `txn`. Must be deterministic:
+    /// every member applies the same entries to the same state.
+    fn apply(&mut self, txn: &mut RwTxn, index: u64, data: &[u8]) -> Self::Output;
+}
+
+/// Why a proposal or a read barrier got no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("proposal dropped")]
+    Dropped,
+    #[error("raft node stopped")]
+    Stopped,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+/// Requests to the raft thread.
+pub enum Input<O> {
+    /// Replicate `data`; the reply carries what the state machine returned for it.
+    Propose { data: Vec<u8>, reply: Reply<O> },
+    /// Linearizable-read barrier: replies once this member has applied everything committed
+    /// before the request arrived (raft's ReadIndex).
+    ReadIndex { reply: Reply<u64> },
+}
+
+/// Raft facts the rest of the server reads without asking the raft thread.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub voters: Vec<u64>,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact the raft log once this many entries were applied since its start.
+    pub snapshot_count: u64,
+    /// Entries kept behind the applied index when compacting, for slow followers.
+    pub catch_up_entries: u64,
+}
+
+/// Starts the raft thread. Dropping every sender stops it.
+pub fn spawn<S: StateMachine>(
+    config: NodeConfig,
+    backend: Backend,
+    state_machine: S,
+) -> Result<
+    (
+        Sender<Input<S::Output>>,
+        Arc<NodeStatus>,
+        std::thread::JoinHandle<()>,
+    ),
+    raft::Error,
+> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let status = Arc::new(NodeStatus::default());
+    let mut node = Node::new(config, backend, state_machine, status.clone())?;
+    let handle = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || node.run(rx))
+        .expect("spawn raft thread");
+    Ok((tx, status, handle))
+}
+
+struct Node<S: StateMachine> {
+    raw: RawNode<MemStorage>,
+    log: RaftLog,
+    backend: Backend,
+    state_machine: S,
+    config: NodeConfig,
+    status: Arc<NodeStatus>,
+    applied: u64,
+    next_context: u64,
+    proposals: HashMap<u64, Reply<S::Output>>,
+    /// Read barriers not yet handed to raft (no leader, or no commit in this term yet).
+    reads_queued: Vec<Reply<u64>>,
+    /// Read barriers handed to raft, by request context.
+    reads_in_raft: HashMap<u64, Vec<Reply<u64>>>,
+    /// Read barriers with a read index, waiting for the applied index to reach it.
+    reads_waiting_apply: Vec<(u64, Vec<Reply<u64>>)>,
+}
+
+impl<S: StateMachine> Node<S> {
+    fn new(
+        config: NodeConfig,
+        backend: Backend,
+        state_machine: S,
+        status: Arc<NodeStatus>,
+    ) -> Result<Self, raft::Error> {
+        let log = RaftLog::new(backend.clone());
+        let loaded = log.load().map_err(store_error)?;
+        let storage = if loaded.initialized {
+            loaded.storage
+        } else {
+            let conf_state = ConfState::from((config.voters.clone(), vec![]));
+            let mut txn = backend.write_txn().map_err(store_error)?;
+            log.set_conf_state(&mut txn, &conf_state)
+                .map_err(store_error)?;
+            txn.commit().map_err(store_error)?;
+            MemStorage::new_with_conf_state(conf_state)
+        };
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: loaded.applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw = RawNode::new(&raft_config, storage, &logger)?;
+        if raw.raft.prs().is_singleton() && raw.raft.prs().conf().voters().contains(config.id) {
+            // Nobody else can vote: become leader now rather than after an election timeout.
+            raw.campaign()?;
+        }
+        Ok(Self {
+            raw,
+            log,
+            backend,
+            state_machine,
+            status,
+            applied: loaded.applied,
+            next_context: rand::random::<u64>() >> 1,
+            proposals: HashMap::new(),
+            reads_queued: Vec::new(),
+            reads_in_raft: HashMap::new(),
+            reads_waiting_apply: Vec::new(),
+            config,
+        })
+    }
+
+    fn run(&mut self, inputs: Receiver<Input<S::Output>>) {
+        let mut next_tick = Instant::now() + self.config.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(wait) {
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Batch whatever else is already waiting into the same Ready.
+            for input in inputs.try_iter().take(4096) {
+                self.handle(input);
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick += self.config.tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.config.tick;
+                }
+            }
+            self.issue_reads();
+            if let Err(err) = self.on_ready() {
+                // A failed LMDB commit leaves the durable state unknown: stop rather than
+                // answer anyone, as etcd panics on a backend failure.
+                panic!("raft persistence failed: {err}");
+            }
+        }
+        for (_, reply) in self.proposals.drain() {
+            let _ = reply.send(Err(ProposeError::Stopped));
+        }
+    }
+
+    fn handle(&mut self, input: Input<S::Output>) {
+        match input {
+            Input::Propose { data, reply } => {
+                let context = self.next_context;
+                self.next_context = self.next_context.wrapping_add(1);
+                match self.raw.propose(context.to_be_bytes().to_vec(), data) {
+                    Ok(()) => {
+                        self.proposals.insert(context, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ProposeError::Dropped));
+                    }
+                }
+            }
+            Input::ReadIndex { reply } => self.reads_queued.push(reply),
+        }
+    }
+
+    /// Hands queued read barriers to raft as one ReadIndex request. raft-rs silently drops a
+    /// ReadIndex before the leader committed an entry of its term, so wait for that first.
+    fn issue_reads(&mut self) {
+        if self.reads_queued.is_empty() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let context = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1);
+        self.raw.read_index(context.to_be_bytes().to_vec());
+        self.reads_in_raft
+            .insert(context, std::mem::take(&mut self.reads_queued));
+    }
+
+    fn on_ready(&mut self) -> heed::Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        let committed = ready.take_committed_entries();
+        let lone_leader =
+            self.raw.raft.state == StateRole::Leader && self.raw.raft.prs().is_singleton();
+
+        let mut outputs = Vec::new();
+        let backend = self.backend.clone();
+        let mut txn = backend.write_txn()?;
+        self.log.append(&mut txn, ready.entries())?;
+        self.apply_entries(&mut txn, &committed, &mut outputs);
+        if lone_leader {
+            let normal = ready
+                .entries()
+                .iter()
+                .take_while(|e| e.entry_type == EntryType::EntryNormal);
+            let normal: Vec<Entry> = normal.cloned().collect();
+            self.apply_entries(&mut txn, &normal, &mut outputs);
+        }
+        let mut hard_state = self.raw.raft.hard_state();
+        hard_state.commit = hard_state.commit.max(self.applied);
+        self.log.set_hard_state(&mut txn, &hard_state)?;
+        self.log.set_applied(&mut txn, self.applied)?;
+        txn.commit()?;
+
+        {
+            let store = self.raw.store();
+            let mut core = store.wl();
+            core.append(ready.entries())
+                .expect("persisted entries extend the mirror");
+            if let Some(hs) = ready.hs() {
+                core.set_hardstate(hs.clone());
+            }
+        }
+        self.answer(outputs);
+        for state in ready.take_read_states() {
+            let context =
+                u64::from_be_bytes(state.request_ctx.as_slice().try_into().unwrap_or_default());
+            if let Some(waiters) = self.reads_in_raft.remove(&context) {
+                self.reads_waiting_apply.push((state.index, waiters));
+            }
+        }
+
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.store().wl().mut_hard_state().commit = commit;
+        }
+        let committed = light.take_committed_entries();
+        if committed.iter().any(|e| e.index > self.applied) {
+            let mut outputs = Vec::new();
+            let mut txn = backend.write_txn()?;
+            self.apply_entries(&mut txn, &committed, &mut outputs);
+            let mut hard_state = self.raw.raft.hard_state();
+            hard_state.commit = hard_state.commit.max(self.applied);
+            self.log.set_hard_state(&mut txn, &hard_state)?;
+            self.log.set_applied(&mut txn, self.applied)?;
+            txn.commit()?;
+            self.answer(outputs);
+        }
+        let applied = self.applied.min(self.raw.raft.raft_log.committed);
+        self.raw.advance_apply_to(applied);
+        self.answer_reads();
+        self.compact_log()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_entries(
+        &mut self,
+        txn: &mut RwTxn,
+        entries: &[Entry],
+        outputs: &mut Vec<(u64, S::Output)>,
+    ) {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            match entry.entry_type {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    let output = self.state_machine.apply(txn, entry.index, &entry.data);
+                    if let Ok(context) = <[u8; 8]>::try_from(entry.context.as_ref()) {
+                        outputs.push((u64::from_be_bytes(context), output));
+                    }
+                }
+                // The empty entry a new leader appends, committed to learn the commit index.
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    tracing::warn!(
+                        index = entry.index,
+                        "membership changes are not supported yet; entry skipped"
+                    );
+                }
+            }
+            self.applied = entry.index;
+        }
+    }
+
+    fn answer(&mut self, outputs: Vec<(u64, S::Output)>) {
+        for (context, output) in outputs {
+            if let Some(reply) = self.proposals.remove(&context) {
+                let _ = reply.send(Ok(output));
+            }
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        self.reads_waiting_apply.retain_mut(|(index, waiters)| {
+            if *index > applied {
+                return true;
+            }
+            for reply in waiters.drain(..) {
+                let _ = reply.send(Ok(applied));
+            }
+            false
+        });
+    }
+
+    fn compact_log(&mut self) -> heed::Result<()> {
+        let first = self.raw.store().first_index().unwrap_or(1);
+        if self.applied < first + self.config.snapshot_count {
+            return Ok(());
+        }
+        let first_kept = self
+            .applied
+            .saturating_sub(self.config.catch_up_entries)
+            .max(first);
+        let Ok(prev_term) = self.raw.raft.raft_log.term(first_kept - 1) else {
+            return Ok(());
+        };
+        let mut txn = self.backend.write_txn()?;
+        self.log.compact(&mut txn, first_kept, prev_term)?;
+        txn.commit()?;
+        self.raw
+            .store()
+            .wl()
+            .compact(first_kept)
+            .expect("compaction below the applied index");
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        self.status.term.store(raft.term, Ordering::Relaxed);
+        self.status.leader.store(raft.leader_id, Ordering::Relaxed);
+        self.status
+            .commit
+            .store(raft.raft_log.committed.max(self.applied), Ordering::Relaxed);
+        self.status.applied.store(self.applied, Ordering::Relaxed);
+    }
+}
+
+fn store_error(err: heed::Error) -> raft::Error {
+    raft::Error::Store(raft::StorageError::Other(Box::new(err)))
+}

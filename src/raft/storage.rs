@@ -1,0 +1,136 @@
+//! Durable raft state in LMDB, mirrored into raft-rs's `MemStorage` for the `RawNode`.
+//!
+//! The log entries, hard state and conf state are written inside the same LMDB write
+//! transaction as the effects of the entries applied in that Ready, so a crash leaves the
+//! log, the hard state and the applied index consistent with each other. The in-memory mirror
+//! is rebuilt from LMDB at start-up; it holds only the entries since the last log compaction.
+
+use std::ops::Bound;
+
+use heed::{RoTxn, RwTxn};
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+
+use crate::backend::{meta_key, Backend};
+
+/// What a restart needs: the rebuilt storage and where the state machine stands.
+pub struct Loaded {
+    pub storage: MemStorage,
+    pub applied: u64,
+    /// False on a data dir that has never run raft.
+    pub initialized: bool,
+}
+
+#[derive(Clone)]
+pub struct RaftLog {
+    backend: Backend,
+}
+
+impl RaftLog {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
+    }
+
+    /// Rebuilds the in-memory mirror from LMDB.
+    pub fn load(&self) -> heed::Result<Loaded> {
+        let txn = self.backend.read_txn()?;
+        let m = &self.backend.meta;
+        let Some(conf) = m.get(&txn, meta_key::CONF_STATE)? else {
+            return Ok(Loaded {
+                storage: MemStorage::new(),
+                applied: 0,
+                initialized: false,
+            });
+        };
+        let conf_state = ConfState::parse_from_bytes(conf).expect("corrupt raft conf state");
+        let hard_state = match m.get(&txn, meta_key::HARD_STATE)? {
+            Some(bytes) => HardState::parse_from_bytes(bytes).expect("corrupt raft hard state"),
+            None => HardState::default(),
+        };
+        let (start_index, start_term) = self.log_start(&txn)?;
+        let applied = self
+            .backend
+            .meta_u64(&txn, meta_key::APPLIED_INDEX)?
+            .unwrap_or(0);
+
+        let storage = MemStorage::new();
+        {
+            let mut core = storage.wl();
+            let mut snapshot = Snapshot::default();
+            snapshot.mut_metadata().index = start_index;
+            snapshot.mut_metadata().term = start_term;
+            snapshot.mut_metadata().set_conf_state(conf_state);
+            core.apply_snapshot(snapshot)
+                .expect("fresh MemStorage accepts a snapshot");
+            let mut entries = Vec::new();
+            for item in self.backend.raft_log.iter(&txn)? {
+                let (_, bytes) = item?;
+                entries.push(Entry::parse_from_bytes(bytes).expect("corrupt raft entry"));
+            }
+            core.append(&entries).expect("entries follow the log start");
+            core.set_hardstate(hard_state);
+        }
+        Ok(Loaded {
+            storage,
+            applied,
+            initialized: true,
+        })
+    }
+
+    /// (index, term) of the entry just before the first one kept in the log.
+    fn log_start(&self, txn: &RoTxn) -> heed::Result<(u64, u64)> {
+        Ok(match self.backend.meta.get(txn, meta_key::LOG_START)? {
+            Some(b) if b.len() == 16 => (
+                u64::from_be_bytes(b[..8].try_into().unwrap()),
+                u64::from_be_bytes(b[8..].try_into().unwrap()),
+            ),
+            Some(b) => panic!("corrupt raft log start {b:?}"),
+            None => (0, 0),
+        })
+    }
+
+    /// Appends entries, replacing any conflicting suffix (a follower's log can be truncated).
+    pub fn append(&self, txn: &mut RwTxn, entries: &[Entry]) -> heed::Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let from = first.index.to_be_bytes();
+        let stale = (Bound::Included(from.as_slice()), Bound::Unbounded);
+        self.backend.raft_log.delete_range(txn, &stale)?;
+        for entry in entries {
+            let bytes = entry.write_to_bytes().expect("raft entry encodes");
+            self.backend
+                .raft_log
+                .put(txn, &entry.index.to_be_bytes(), &bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_hard_state(&self, txn: &mut RwTxn, hs: &HardState) -> heed::Result<()> {
+        let bytes = hs.write_to_bytes().expect("hard state encodes");
+        self.backend.meta.put(txn, meta_key::HARD_STATE, &bytes)
+    }
+
+    pub fn set_conf_state(&self, txn: &mut RwTxn, cs: &ConfState) -> heed::Result<()> {
+        let bytes = cs.write_to_bytes().expect("conf state encodes");
+        self.backend.meta.put(txn, meta_key::CONF_STATE, &bytes)
+    }
+
+    pub fn set_applied(&self, txn: &mut RwTxn, index: u64) -> heed::Result<()> {
+        self.backend
+            .put_meta_i64(txn, meta_key::APPLIED_INDEX, index as i64)
+    }
+
+    /// Drops entries before `first_kept`; `(index, term)` of the entry before it is kept so
+    /// that raft can still check the log matching property at the new start.
+    pub fn compact(&self, txn: &mut RwTxn, first_kept: u64, prev_term: u64) -> heed::Result<()> {
+        let end = first_kept.to_be_bytes();
+        let old = (Bound::Unbounded, Bound::Excluded(end.as_slice()));
+        self.backend.raft_log.delete_range(txn, &old)?;
+        let mut start = [0u8; 16];
+        start[..8].copy_from_slice(&(first_kept - 1).to_be_bytes());
+        start[8..].copy_from_slice(&prev_term.to_be_bytes());
+        self.backend.meta.put(txn, meta_key::LOG_START, &start)
+    }
+}
