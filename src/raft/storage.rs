@@ -57,12 +57,17 @@ impl RaftLog {
         let storage = MemStorage::new();
         {
             let mut core = storage.wl();
-            let mut snapshot = Snapshot::default();
-            snapshot.mut_metadata().index = start_index;
-            snapshot.mut_metadata().term = start_term;
-            snapshot.mut_metadata().set_conf_state(conf_state);
-            core.apply_snapshot(snapshot)
-                .expect("fresh MemStorage accepts a snapshot");
+            if start_index == 0 {
+                // Nothing compacted yet: the log starts at index 1 as in a fresh MemStorage.
+                core.set_conf_state(conf_state);
+            } else {
+                let mut snapshot = Snapshot::default();
+                snapshot.mut_metadata().index = start_index;
+                snapshot.mut_metadata().term = start_term;
+                snapshot.mut_metadata().set_conf_state(conf_state);
+                core.apply_snapshot(snapshot)
+                    .expect("fresh MemStorage accepts a snapshot");
+            }
             let mut entries = Vec::new();
             for item in self.backend.raft_log.iter(&txn)? {
                 let (_, bytes) = item?;
