@@ -7,7 +7,6 @@ pub mod maintenance;
 pub mod status;
 pub mod unbuilt;
 
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 
@@ -18,14 +17,15 @@ use crate::pb::etcdserverpb::{
 use crate::pb::{v3electionpb::election_server::ElectionServer, v3lockpb::lock_server::LockServer};
 use crate::server::Server;
 
+/// The client-port router with its layers.
+pub type ClientRouter =
+    Router<tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>>;
+
 /// etcd accepts this much gRPC framing on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Every etcd service plus grpc.health.v1, ready to serve.
-pub async fn router(
-    server: Server,
-    quota_bytes: i64,
-) -> Router<tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>> {
+pub async fn router(server: Server, quota_bytes: i64) -> ClientRouter {
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -58,13 +58,13 @@ pub async fn router(
 
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
-    router: Router<
-        tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>,
-    >,
+    router: ClientRouter,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // Without TCP_NODELAY a small unary reply waits for the peer's delayed ACK (tens of ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
