@@ -62,9 +62,9 @@ pub async fn run(
         snapshot_count: config.snapshot_count,
         catch_up_entries: 5000,
     };
-    let (raft, status, raft_thread) =
-        crate::raft::node::spawn(node_config, backend, Applier::new(store.clone()))
-            .context("starting raft")?;
+    let raft = crate::raft::node::spawn(node_config, backend, Applier::new(store.clone()))
+        .context("starting raft")?;
+    let raft_thread = raft.thread;
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
@@ -73,8 +73,8 @@ pub async fn run(
     };
     let server = Server::new(
         store,
-        raft,
-        status,
+        raft.inputs,
+        raft.status,
         cluster,
         limits,
         config.etcd_version.clone(),

@@ -203,12 +203,14 @@ impl Store {
             req.limit as usize + 1
         };
 
+        // keys_only blanks values after sorting (a VALUE sort still orders by them).
+        let blank_early = req.keys_only && target != SortTarget::Value;
         let mut kvs = Vec::new();
         let mut count: i64 = 0;
         self.visit(txn, &range, at, current, |key, version| {
             count += 1;
             if !req.count_only && kvs.len() < wanted {
-                kvs.push(version.to_key_value(key, req.keys_only));
+                kvs.push(version.to_key_value(key, blank_early));
             }
             true
         })?;
@@ -220,6 +222,9 @@ impl Store {
             kvs.retain(|kv| passes_filters(req, kv));
         }
         sort(&mut kvs, order, target);
+        if req.keys_only && !blank_early {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
         let mut more = false;
         if req.limit > 0 && kvs.len() > req.limit as usize {
             kvs.truncate(req.limit as usize);

@@ -75,27 +75,32 @@ pub struct NodeConfig {
     pub catch_up_entries: u64,
 }
 
-/// Starts the raft thread. Dropping every sender stops it.
+/// A running raft thread.
+pub struct Running<O> {
+    /// Requests to the node; the thread stops once every clone is dropped.
+    pub inputs: Sender<Input<O>>,
+    pub status: Arc<NodeStatus>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the raft thread.
 pub fn spawn<S: StateMachine>(
     config: NodeConfig,
     backend: Backend,
     state_machine: S,
-) -> Result<
-    (
-        Sender<Input<S::Output>>,
-        Arc<NodeStatus>,
-        std::thread::JoinHandle<()>,
-    ),
-    raft::Error,
-> {
-    let (tx, rx) = std::sync::mpsc::channel();
+) -> Result<Running<S::Output>, raft::Error> {
+    let (inputs, rx) = std::sync::mpsc::channel();
     let status = Arc::new(NodeStatus::default());
     let mut node = Node::new(config, backend, state_machine, status.clone())?;
-    let handle = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || node.run(rx))
         .expect("spawn raft thread");
-    Ok((tx, status, handle))
+    Ok(Running {
+        inputs,
+        status,
+        thread,
+    })
 }
 
 struct Node<S: StateMachine> {
