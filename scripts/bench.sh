@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs etcd's own benchmark tool against rsetcd and the reference etcd 3.6, one after the
+# other on this machine with the same flags, and prints throughput, p99 latency and the
+# rsetcd/etcd ratio per row, plus each server's resident memory after 100,000 keys of 256 B.
+# Both servers fsync before replying (etcd's WAL, rsetcd's LMDB commit).
+# Usage: scripts/bench.sh   (QUICK=1 for a tenth of the requests)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+cargo build --release --bin rsetcd >&2
+scripts/build-reference.sh >&2
+BENCH="$ROOT/.cache/reference/bin/benchmark"
+SCALE=$([ "${QUICK:-0}" = 1 ] && echo 10 || echo 1)
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+rows=(
+  "put 1 client 1 conn|--clients 1 --conns 1 put --total $((2000 / SCALE)) --key-size 8 --val-size 256"
+  "put 100 clients 10 conns|--clients 100 --conns 10 put --total $((50000 / SCALE)) --key-size 8 --val-size 256"
+  "range linearizable 100 clients|--clients 100 --conns 10 range bench-key --total $((50000 / SCALE)) --consistency l"
+  "range serializable 100 clients|--clients 100 --conns 10 range bench-key --total $((50000 / SCALE)) --consistency s"
+)
+
+start() { # name binary port -> pid
+  local name=$1 bin=$2 port=$3 peer=$(($3 + 1))
+  "$bin" --name "$name" --data-dir "$WORK/$name" \
+    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "$name=http://127.0.0.1:$peer" >"$WORK/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q "ready to serve client requests" "$WORK/$name.log" && break; sleep 0.1; done
+  echo "$pid"
+}
+
+declare -A rps p99 rss
+for server in rsetcd etcd; do
+  bin=$([ $server = rsetcd ] && echo "$ROOT/target/release/rsetcd" || echo "$ROOT/.cache/reference/bin/etcd")
+  port=$([ $server = rsetcd ] && echo 24379 || echo 25379)
+  pid=$(start "$server" "$bin" "$port")
+  ep="--endpoints 127.0.0.1:$port"
+  "$BENCH" $ep put --total 1 --key-size 9 --val-size 256 --sequential-keys >/dev/null 2>&1 || true
+  "$ROOT/.cache/reference/bin/etcdctl" $ep put bench-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
+  for row in "${rows[@]}"; do
+    label=${row%%|*}; args=${row#*|}
+    out=$("$BENCH" $ep $args 2>&1)
+    rps[$server,$label]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99[$server,$label]=$(awk '/ 99% in/ {print $3}' <<<"$out")
+  done
+  "$BENCH" $ep --clients 50 --conns 10 put --total 100000 --key-space-size 100000 --sequential-keys \
+    --key-size 16 --val-size 256 >/dev/null 2>&1
+  rss[$server]=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+printf '%-32s %12s %12s %8s %12s %12s\n' row "rsetcd req/s" "etcd req/s" ratio "rsetcd p99" "etcd p99"
+for row in "${rows[@]}"; do
+  label=${row%%|*}
+  a=${rps[rsetcd,$label]}; b=${rps[etcd,$label]}
+  printf '%-32s %12.0f %12.0f %8.2f %11.2fms %11.2fms\n' "$label" "$a" "$b" "$(echo "$a / $b" | bc -l)" \
+    "$(echo "${p99[rsetcd,$label]} * 1000" | bc -l)" "$(echo "${p99[etcd,$label]} * 1000" | bc -l)"
+done
+printf '%-32s %10d KiB %10d KiB %8.2f\n' "RSS after 100k keys x 256 B" "${rss[rsetcd]}" "${rss[etcd]}" \
+  "$(echo "${rss[rsetcd]} / ${rss[etcd]}" | bc -l)"
