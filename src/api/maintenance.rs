@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 use super::status::to_status;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
-use crate::pb::etcdserverpb::{AlarmRequest, AlarmResponse, StatusRequest, StatusResponse};
+use crate::pb::etcdserverpb::{
+    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, StatusRequest, StatusResponse,
+};
 use crate::server::Server;
 
 /// etcd's storage version for a 3.6 data layout; reported because etcdctl 3.6 prints it.
@@ -37,6 +39,22 @@ impl Maintenance for MaintenanceService {
                 "rsetcd: /etcdserverpb.Maintenance/Alarm ACTIVATE and DEACTIVATE are not implemented yet",
             )),
         }
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let (hash, current) = self
+            .server
+            .hash_kv(request.get_ref().revision)
+            .map_err(to_status)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.server.header(current)),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.revision,
+        }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {

@@ -3,6 +3,7 @@
 //! `mvcc` knows nothing of raft, gRPC or watchers. Writes happen inside a write transaction
 //! that the caller (the applier) owns, so the caller decides what commits together.
 
+pub mod hash;
 pub mod record;
 pub mod revision;
 pub mod store;

@@ -113,6 +113,14 @@ impl Server {
         Ok(store.current_rev(&txn)?)
     }
 
+    /// etcd's HashKV at `revision` (0 = current), with the current revision for the header.
+    pub fn hash_kv(&self, revision: i64) -> Result<(crate::mvcc::hash::KvHash, i64)> {
+        let store = &self.inner.store;
+        let txn = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let hash = crate::mvcc::hash::hash_kv(store, &txn, revision)?;
+        Ok((hash, store.current_rev(&txn)?))
+    }
+
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::range(&req)?;
         if !req.serializable {
