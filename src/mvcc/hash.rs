@@ -46,7 +46,7 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         }
         let (kind, key) = record::decode_revlog(entry);
         let tombstone = kind == KIND_TOMBSTONE;
-        if at.main <= compacted && !(visible_at(store, txn, key, at, rev)? && !tombstone) {
+        if at.main <= compacted && (tombstone || !visible_at(store, txn, key, at, rev)?) {
             continue;
         }
         if at.main == compacted && tombstone {
