@@ -19,10 +19,6 @@ pub type HistTable = Database<'static, Bytes, Bytes, HistOrder>;
 /// Name of the LMDB file inside `<data-dir>/member/`, beside etcd's own layout names.
 pub const DB_DIR: &str = "member/lmdb";
 
-/// Largest key LMDB accepts with its default build (511 bytes) minus the revision suffix of
-/// the history table.
-pub const MAX_KEY_LEN: usize = 511 - crate::mvcc::revision::Revision::LEN;
-
 /// Keys of the `meta` table.
 pub mod meta_key {
     pub const CURRENT_REV: &[u8] = b"current_rev";
@@ -50,6 +46,9 @@ pub struct Backend {
     pub raft_log: Table,
     /// small named values, see [`meta_key`].
     pub meta: Table,
+    /// Longest user key the tables can hold: LMDB's key limit (about 1.9 KiB with 4 KiB pages,
+    /// built with `longer-keys`) minus the revision suffix of the history table.
+    pub max_key_len: usize,
 }
 
 impl Backend {
@@ -84,6 +83,7 @@ impl Backend {
             Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
         })?;
         let (hist, [live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
+        let max_key_len = env.max_key_size() - crate::mvcc::revision::Revision::LEN;
         Ok(Self {
             env,
             live,
@@ -92,6 +92,7 @@ impl Backend {
             lease,
             raft_log,
             meta,
+            max_key_len,
         })
     }
 

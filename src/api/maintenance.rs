@@ -84,7 +84,8 @@ impl Maintenance for MaintenanceService {
             } else {
                 DEFAULT_QUOTA_BYTES
             },
-            downgrade_info: None,
+            // etcd always sends the (empty) downgrade state; etcdctl prints it.
+            downgrade_info: Some(Default::default()),
         }))
     }
 }

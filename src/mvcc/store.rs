@@ -15,7 +15,7 @@ use crate::pb::mvccpb::KeyValue;
 use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
 use super::{Error, Result};
-use crate::backend::{meta_key, Backend, MAX_KEY_LEN};
+use crate::backend::{meta_key, Backend};
 
 /// The keys a request names, decoded from etcd's `(key, range_end)` convention.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,8 +322,9 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     /// Checks what a put needs before anything is written: the key exists when a value or
     /// lease is to be kept, and a new lease exists.
     pub fn check_put(&self, key: &[u8], keep_value: bool, lease: Option<i64>) -> Result<()> {
-        if key.len() > MAX_KEY_LEN {
-            return Err(Error::KeyTooLong { max: MAX_KEY_LEN });
+        let max = self.store.backend.max_key_len;
+        if key.len() > max {
+            return Err(Error::KeyTooLong { max });
         }
         if (keep_value || lease.is_none()) && self.store.backend.live.get(self.txn, key)?.is_none()
         {

@@ -1,0 +1,675 @@
+"""Differential etcdctl harness: scenario parsing, server processes, step runner and
+output normalization. Used by test_etcdctl_differential.py; see README.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+SCENARIO_DIR = HERE / "scenarios"
+
+READY_LINE = b"ready to serve client requests"
+READY_TIMEOUT = 30.0
+STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards hangs
+
+
+# --------------------------------------------------------------------------------------
+# Scenarios
+#
+# File format (scenarios/*.txt), one file holds many scenarios:
+#
+#   # comment
+#   === scenario-name [@etcdctl34]      starts a scenario; @etcdctl34 = also run it with
+#       [@unbuilt:N]                    Debian's etcdctl 3.4 as a second client; @unbuilt:N =
+#                                       needs a feature of open issue N: expected to differ
+#                                       (strict xfail, so it fails loudly once it matches)
+#   put foo bar                         one etcdctl invocation (shell-like quoting, shlex)
+#   txn -i <<EOF                        stdin for the step: the lines up to "EOF"
+#   ...
+#   EOF
+#   put big <@repeat:1700000:x          stdin = "x" repeated 1700000 times (no newline)
+#   put k <@hex:00ff                    stdin = these bytes (a value may hold NUL this way)
+#   lease grant 60 => L                 capture the first 16-hex-digit id printed on stdout
+#                                       as ${L}; later steps may use ${L}, and its hex and
+#                                       decimal forms are normalized to <L> in outputs
+#   repeat 20: put key${i:02d} v${i}    expands to 20 steps, i = 1..20 (Python format spec
+#                                       optional); also allowed inside heredoc bodies
+#   put @hex:01ff7f k                   an argument given as hex bytes (argv cannot hold NUL)
+#   put @repeat:1000:k v                an argument made of "k" repeated 1000 times
+#   txn -i <<END ... ${L} ... END       captured variables are expanded in stdin too
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Step:
+    line: str                       # the line as written (after repeat expansion)
+    args: list                      # argv tail (str or bytes), ${VAR} still unexpanded
+    stdin: Optional[bytes] = None
+    capture: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    file: str
+    lineno: int
+    tags: set
+    steps: list
+
+
+_VAR_RE = re.compile(r"\$\{(\w+)(?::([^}]*))?\}")
+
+
+def _expand_loop_var(text: str, name: str, value: int) -> str:
+    def sub(m):
+        if m.group(1) != name:
+            return m.group(0)
+        return format(value, m.group(2) or "d")
+    return _VAR_RE.sub(sub, text)
+
+
+def _expand_repeat(line: str) -> list:
+    m = re.match(r"^repeat\s+(\d+)\s*:\s*(.*)$", line)
+    if not m:
+        return [line]
+    return [_expand_loop_var(m.group(2), "i", i) for i in range(1, int(m.group(1)) + 1)]
+
+
+def _parse_arg(tok: str):
+    if tok.startswith("@hex:"):
+        return bytes.fromhex(tok[len("@hex:"):])
+    m = re.match(r"^@repeat:(\d+):(.*)$", tok, re.S)
+    if m:
+        return m.group(2) * int(m.group(1))
+    return tok
+
+
+def parse_scenario_file(path: Path) -> list:
+    scenarios = []
+    cur = None
+    lines = path.read_text(encoding="utf-8").split("\n")
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        lineno = i + 1
+        i += 1
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("==="):
+            parts = line[3:].split()
+            if not parts:
+                raise ValueError(f"{path}:{lineno}: scenario without a name")
+            name = parts[0]
+            tags = {p[1:] for p in parts[1:] if p.startswith("@")}
+            cur = Scenario(name=name, file=path.name, lineno=lineno, tags=tags, steps=[])
+            scenarios.append(cur)
+            continue
+        if cur is None:
+            raise ValueError(f"{path}:{lineno}: step before the first '=== name' line")
+
+        capture = None
+        m = re.match(r"^(.*?)\s+=>\s+(\w+)$", line)
+        if m:
+            line, capture = m.group(1), m.group(2)
+
+        stdin = None
+        m = re.match(r"^(.*?)\s+<<(\w+)$", line)
+        if m:
+            line, marker = m.group(1), m.group(2)
+            body = []
+            while True:
+                if i >= len(lines):
+                    raise ValueError(f"{path}:{lineno}: heredoc <<{marker} not closed")
+                b = lines[i]
+                i += 1
+                if b.strip() == marker:
+                    break
+                body.extend(_expand_repeat(b))
+            stdin = ("\n".join(body) + "\n").encode()
+        else:
+            m = re.match(r"^(.*?)\s+<@repeat:(\d+):(.*)$", line)
+            if m:
+                line = m.group(1)
+                stdin = (m.group(3) * int(m.group(2))).encode()
+            m = re.match(r"^(.*?)\s+<@hex:([0-9a-fA-F]*)$", line)
+            if m:
+                line = m.group(1)
+                stdin = bytes.fromhex(m.group(2))
+
+        for expanded in _expand_repeat(line):
+            args = [_parse_arg(t) for t in shlex.split(expanded)]
+            cur.steps.append(Step(line=expanded, args=args, stdin=stdin, capture=capture))
+    for s in scenarios:
+        if not s.steps:
+            raise ValueError(f"{path}: scenario {s.name} has no steps")
+    return scenarios
+
+
+def load_scenarios() -> list:
+    out = []
+    seen = {}
+    for path in sorted(SCENARIO_DIR.glob("*.txt")):
+        for s in parse_scenario_file(path):
+            if s.name in seen:
+                raise ValueError(f"duplicate scenario name {s.name} ({seen[s.name]} and {s.file})")
+            seen[s.name] = s.file
+            out.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Binaries and clients (paths from the environment, see README.md)
+# --------------------------------------------------------------------------------------
+
+def _clean_env(extra=None):
+    # Any ETCD_* / ETCDCTL_* variable from the caller would change (or, set together
+    # with the same flag, break) the servers and clients: start from an environment
+    # without them.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ETCD_") and not k.startswith("ETCDCTL_")}
+    env.update(extra or {})
+    return env
+
+
+def sut_bin():
+    return os.environ.get("RSETCD_BIN", str(REPO_ROOT / "target" / "debug" / "rsetcd"))
+
+
+def ref_bin():
+    return os.environ.get("REF_ETCD_BIN", str(REPO_ROOT / ".cache" / "reference" / "bin" / "etcd"))
+
+
+def etcdctl36_bin():
+    return os.environ.get("ETCDCTL_BIN", str(REPO_ROOT / ".cache" / "reference" / "bin" / "etcdctl"))
+
+
+def etcdctl34_bin():
+    return os.environ.get("ETCDCTL34_BIN", "/usr/bin/etcdctl")
+
+
+CLIENTS = {
+    "etcdctl36": lambda: Client("etcdctl36", etcdctl36_bin(), _clean_env()),
+    # Debian's etcdctl 3.4 still needs ETCDCTL_API=3 for the v3 commands.
+    "etcdctl34": lambda: Client("etcdctl34", etcdctl34_bin(), _clean_env({"ETCDCTL_API": "3"})),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One single-member server started with etcd's flags; stderr goes to a log file."""
+
+    def __init__(self, label: str, binary: str, workdir: Path):
+        self.label = label
+        self.binary = binary
+        self.workdir = workdir
+        self.proc = None
+        self.client_port = self.peer_port = 0
+        self.log_path = workdir / f"{label}.log"
+        self.member_id = None   # int, learned after start (for normalization)
+        self.cluster_id = None
+
+    @property
+    def client_addr(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_addr(self) -> str:
+        return f"127.0.0.1:{self.peer_port}"
+
+    def start(self, attempts: int = 3):
+        last = ""
+        for _ in range(attempts):
+            self.client_port, self.peer_port = free_port(), free_port()
+            data_dir = self.workdir / f"{self.label}-data-{self.client_port}"
+            client_url = f"http://{self.client_addr}"
+            peer_url = f"http://{self.peer_addr}"
+            cmd = [self.binary, "--name", "s1", "--data-dir", str(data_dir),
+                   "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                   "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                   "--initial-cluster", f"s1={peer_url}"]
+            log = open(self.log_path, "ab")
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         cwd=self.workdir, start_new_session=True)
+            log.close()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while time.monotonic() < deadline:
+                if READY_LINE in self.log_path.read_bytes():
+                    return
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            text = self.log_path.read_bytes().decode(errors="replace")
+            last = text[-3000:]
+            self.stop()
+            if "address already in use" in text:
+                continue  # port race with another process on this machine: retry
+            break
+        raise RuntimeError(f"{self.label} server ({self.binary}) did not log "
+                           f"'{READY_LINE.decode()}' within {READY_TIMEOUT}s; log tail:\n{last}")
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+# --------------------------------------------------------------------------------------
+# Running steps
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Client:
+    name: str            # "etcdctl36" / "etcdctl34"
+    binary: str
+    env: dict
+
+
+@dataclasses.dataclass
+class Record:
+    line: str
+    exit: str
+    stdout: str
+    stderr: str
+
+    def render(self) -> str:
+        out = [f"$ etcdctl {self.line}", f"[exit {self.exit}]"]
+        if self.stdout:
+            out += ["stdout:"] + ["  " + l for l in self.stdout.split("\n")]
+        if self.stderr:
+            out += ["stderr:"] + ["  " + l for l in self.stderr.split("\n")]
+        return "\n".join(out)
+
+
+def _to_bytes(a) -> bytes:
+    return a if isinstance(a, bytes) else a.encode()
+
+
+def _expand_vars(arg, vars_: dict):
+    if isinstance(arg, bytes):
+        return arg
+    def sub(m):
+        if m.group(1) not in vars_:
+            raise KeyError(f"unknown variable ${{{m.group(1)}}} (capture it with '=> NAME' first)")
+        return vars_[m.group(1)]
+    return _VAR_RE.sub(sub, arg)
+
+
+def learn_ids(server: Server, client: Client):
+    """Asks the server for its member and cluster ids (from a response header), only so
+    that they can be normalized. Not part of the transcript (and neither call changes
+    the store); if both fail the ids stay unknown and show up raw in diffs."""
+    for args, header in ((["member", "list"], lambda d: d["header"]),
+                         (["endpoint", "status"], lambda d: d[0]["Status"]["header"])):
+        try:
+            p = subprocess.run([client.binary, f"--endpoints={server.client_addr}", *args,
+                                "-w", "json"],
+                               capture_output=True, env=client.env, timeout=STEP_TIMEOUT)
+            if b"context deadline exceeded" in p.stderr:
+                return  # not answering: the scenario will show it
+            hdr = header(json.loads(p.stdout))
+            server.cluster_id = int(hdr["cluster_id"])
+            server.member_id = int(hdr["member_id"])
+            return
+        except Exception:
+            continue
+
+
+# A server that stops answering would cost etcdctl's 5 s command timeout per step:
+# after this many consecutive timed-out steps the rest of the scenario is skipped.
+MAX_CONSECUTIVE_DEADLINES = 2
+
+
+def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
+    vars_ = {}
+    records = []
+    deadlines = 0
+    for n, step in enumerate(scenario.steps):
+        if deadlines >= MAX_CONSECUTIVE_DEADLINES:
+            records.append(Record(line=f"... {len(scenario.steps) - n} more step(s)",
+                                  exit="not run", stdout="",
+                                  stderr="server unresponsive: scenario aborted"))
+            break
+        argv = [client.binary, f"--endpoints={server.client_addr}"]
+        argv += [_to_bytes(_expand_vars(a, vars_)) for a in step.args]
+        stdin = step.stdin if step.stdin is not None else b""
+        if b"${" in stdin:
+            stdin = _expand_vars(stdin.decode(), vars_).encode()
+        try:
+            p = subprocess.run(argv, input=stdin,
+                               capture_output=True, env=client.env, timeout=STEP_TIMEOUT)
+            code, out, err = str(p.returncode), p.stdout, p.stderr
+        except subprocess.TimeoutExpired as e:
+            code, out, err = "timeout", e.stdout or b"", e.stderr or b""
+        if step.capture:
+            # an id printed as 16 hex digits (simple output) or as "ID":<decimal> (json)
+            m = re.search(rb"\b[0-9a-f]{16}\b", out)
+            if m:
+                vars_[step.capture] = m.group(0).decode()
+            else:
+                m = re.search(rb'"ID":\s*(\d+)', out)
+                vars_[step.capture] = (format(int(m.group(1)), "016x") if m
+                                       else "<capture-failed>")
+        timed_out = code == "timeout" or b"context deadline exceeded" in err
+        deadlines = deadlines + 1 if timed_out else 0
+        ctx = NormContext(server=server, captures=dict(vars_), args=step.args)
+        records.append(Record(line=step.line, exit=code,
+                              stdout=normalize_stdout(out, ctx),
+                              stderr=normalize_stderr(err, ctx)))
+    return records
+
+
+def render_transcript(records: list) -> str:
+    return "\n".join(r.render() for r in records) + "\n"
+
+
+def transcript_diff(ref: list, sut: list, ref_label: str, sut_label: str) -> str:
+    return "".join(difflib.unified_diff(
+        render_transcript(ref).splitlines(keepends=True),
+        render_transcript(sut).splitlines(keepends=True),
+        fromfile=ref_label, tofile=sut_label, n=6))
+
+
+# Signs that the *harness* (not the server) is broken: the reference transcript must
+# never contain them, otherwise both sides could "agree" on a connection failure.
+HARNESS_FAILURE_MARKERS = ("context deadline exceeded", "connection refused",
+                           "DeadlineExceeded", "code = Unavailable", "<capture-failed>")
+
+
+# --------------------------------------------------------------------------------------
+# Normalization
+#
+# Only what legitimately differs between two correct servers started side by side is
+# rewritten. Revisions, counts, values, create/mod revisions, key versions, `more`,
+# lease TTLs, error messages and exit codes are never touched.
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class NormContext:
+    server: Server
+    captures: dict
+    args: list
+
+    @property
+    def command(self) -> str:
+        """First two non-flag words, e.g. 'endpoint status', 'get k'."""
+        words = []
+        skip = False
+        for a in self.args:
+            if isinstance(a, bytes):
+                continue
+            if skip:
+                skip = False
+                continue
+            if a in ("-w", "--write-out"):
+                skip = True
+                continue
+            if a.startswith("-"):
+                continue
+            words.append(a)
+        return " ".join(words[:2])
+
+    @property
+    def output_format(self) -> str:
+        fmt = "simple"
+        for i, a in enumerate(self.args):
+            if isinstance(a, bytes):
+                continue
+            if a in ("-w", "--write-out") and i + 1 < len(self.args):
+                fmt = self.args[i + 1]
+            elif a.startswith("--write-out=") or a.startswith("-w="):
+                fmt = a.split("=", 1)[1]
+        return fmt
+
+
+def _exact_substitutions(ctx: NormContext) -> list:
+    """(regex, placeholder) pairs for values known to differ between the two servers."""
+    subs = []
+    s = ctx.server
+    # Both servers listen on different free ports: addresses become placeholders.
+    subs.append((re.compile(re.escape(s.client_addr) + r"(?!\d)"), "<CLIENT_ADDR>"))
+    subs.append((re.compile(re.escape(s.peer_addr) + r"(?!\d)"), "<PEER_ADDR>"))
+    # Member and cluster ids derive from the peer URL (which differs): replace their
+    # decimal and hex forms wherever they appear (headers, member list, leader, ID column).
+    for value, name in ((s.member_id, "<MEMBER_ID>"), (s.cluster_id, "<CLUSTER_ID>")):
+        if value:
+            forms = {str(value), format(value, "x"), format(value, "016x")}
+            subs.append((re.compile(r"\b(?:" + "|".join(sorted(forms, key=len, reverse=True))
+                                    + r")\b"), name))
+    # Captured ids (leases) are random per server: replace hex and decimal forms.
+    for name, value in ctx.captures.items():
+        try:
+            n = int(value, 16)
+        except ValueError:
+            continue
+        # (forms shorter than 6 characters are left alone: a tiny id such as 1 would
+        # otherwise clobber revisions; a non-random small id then shows up as a diff)
+        forms = {f for f in (value, str(n), format(n, "x"), format(n, "016x")) if len(f) >= 6}
+        if not forms:
+            continue
+        subs.append((re.compile(r"\b(?:" + "|".join(sorted(forms, key=len, reverse=True))
+                                + r")\b"), f"<{name}>"))
+    return subs
+
+
+def _apply_subs(text: str, subs: list) -> str:
+    for rx, repl in subs:
+        text = rx.sub(repl, text)
+    return text
+
+
+# JSON keys whose values depend on raft/storage internals or timing, not on KV semantics.
+#   raft_term/raftTerm: the term a fresh member settles on is an implementation detail.
+#   raftIndex/raftAppliedIndex: how many raft entries a start-up writes differs.
+#   dbSize/dbSizeInUse: backend file layout differs (bbolt vs LMDB).
+#   took: wall-clock timing.
+JSON_KEY_RULES = {
+    "raft_term": "<RAFT_TERM>", "raftTerm": "<RAFT_TERM>",
+    "raftIndex": "<RAFT_INDEX>", "raftAppliedIndex": "<RAFT_INDEX>",
+    "dbSize": "<DB_SIZE>", "dbSizeInUse": "<DB_SIZE>",
+    "took": "<TOOK>",
+}
+# Only inside an endpoint-status "Status" object: the server's version strings (rsetcd
+# may emulate another patch release). Elsewhere "version" is a key's version: kept.
+JSON_STATUS_RULES = {"version": "<VERSION>", "storageVersion": "<VERSION>"}
+# HashKV hashes are compared as they are: rsetcd computes etcd's exact CRC-32C over the
+# same history, so equal histories must give equal hashes.
+JSON_HASHKV_RULES = {}
+
+
+def _norm_json(node, subs, parent_key=None):
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k in JSON_KEY_RULES:
+                out[k] = JSON_KEY_RULES[k]
+            elif parent_key == "Status" and k in JSON_STATUS_RULES:
+                out[k] = JSON_STATUS_RULES[k]
+            elif parent_key == "HashKV" and k in JSON_HASHKV_RULES:
+                out[k] = JSON_HASHKV_RULES[k]
+            else:
+                out[k] = _norm_json(v, subs, k)
+        return out
+    if isinstance(node, list):
+        return [_norm_json(v, subs, parent_key) for v in node]
+    if isinstance(node, bool) or node is None or isinstance(node, float):
+        return node
+    if isinstance(node, int):
+        t = _apply_subs(str(node), subs)
+        return node if t == str(node) else t
+    if isinstance(node, str):
+        return _apply_subs(node, subs)
+    return node
+
+
+# `-w fields` lines: "Name" : value.
+#   RaftTerm: as raft_term above (every response header carries it).
+FIELDS_RULES = {"RaftTerm": "<RAFT_TERM>"}
+# In `endpoint status -w fields` only ("Version" elsewhere is a key's version: kept).
+FIELDS_STATUS_RULES = {
+    "Version": "<VERSION>", "StorageVersion": "<VERSION>",
+    "DBSize": "<DB_SIZE>", "DBSizeInUse": "<DB_SIZE>",
+    "RaftIndex": "<RAFT_INDEX>", "RaftAppliedIndex": "<RAFT_INDEX>",
+}
+FIELDS_HASHKV_RULES = {}
+
+# Table columns (endpoint status / health / hashkv, member list), same reasons as above;
+# PERCENTAGE NOT IN USE is derived from the db sizes.
+TABLE_RULES = {
+    "VERSION": "<VERSION>", "STORAGE VERSION": "<VERSION>",
+    "DB SIZE": "<DB_SIZE>", "IN USE": "<DB_SIZE>", "PERCENTAGE NOT IN USE": "<DB_SIZE>",
+    "RAFT TERM": "<RAFT_TERM>", "RAFT INDEX": "<RAFT_INDEX>",
+    "RAFT APPLIED INDEX": "<RAFT_INDEX>", "TOOK": "<TOOK>",
+}
+# `endpoint status` simple output is the table's cells joined by ", "; the column order
+# is etcdctl's (3.6 has 16 columns, 3.4 has 10).
+STATUS_SIMPLE_COLUMNS = {
+    16: ["ENDPOINT", "ID", "VERSION", "STORAGE VERSION", "DB SIZE", "IN USE",
+         "PERCENTAGE NOT IN USE", "QUOTA", "IS LEADER", "IS LEARNER", "RAFT TERM",
+         "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS", "DOWNGRADE TARGET VERSION",
+         "DOWNGRADE ENABLED"],
+    10: ["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
+         "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"],
+}
+HASHKV_SIMPLE_COLUMNS = {3: ["ENDPOINT", "HASH", "HASH REVISION"]}
+
+
+def _norm_table(lines: list) -> list:
+    """Tables are re-rendered without padding: column widths follow the (normalized)
+    cell contents, so they are not compared."""
+    out = []
+    header = None
+    for line in lines:
+        if line.startswith("+"):
+            out.append("+---+")
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        else:
+            cells = [TABLE_RULES.get(header[i], c) if i < len(header) and c else c
+                     for i, c in enumerate(cells)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _norm_simple_columns(line: str, columns_by_count: dict) -> str:
+    cells = line.split(", ")
+    cols = columns_by_count.get(len(cells))
+    if not cols:
+        return line
+    return ", ".join(TABLE_RULES.get(cols[i], c) if c else c for i, c in enumerate(cells))
+
+
+def _norm_took(line: str) -> str:
+    # Timing printed by `endpoint health` ("took = 1.2ms"; etcdctl 3.4 prints it on
+    # stderr) and `defrag` ("took 3ms").
+    return re.sub(r"\btook( =)? \d[\w.µ]*", lambda m: f"took{m.group(1) or ''} <TOOK>", line)
+
+
+def normalize_stdout(raw: bytes, ctx: NormContext) -> str:
+    # Output may contain arbitrary key/value bytes: decode reversibly for comparison.
+    text = raw.decode("utf-8", errors="backslashreplace")
+    subs = _exact_substitutions(ctx)
+    fmt, cmd = ctx.output_format, ctx.command
+    lines = text.split("\n")
+    out = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if fmt == "json" and line[:1] in ("{", "["):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                out.append(_apply_subs(line, subs))
+            else:
+                out.append(json.dumps(_norm_json(doc, subs), ensure_ascii=False,
+                                      separators=(",", ":")))
+            i += 1
+            continue
+        if fmt == "table" and line.startswith(("+", "|")):
+            j = i
+            while j < len(lines) and lines[j].startswith(("+", "|")):
+                j += 1
+            out.extend(_norm_table([_apply_subs(l, subs) for l in lines[i:j]]))
+            i = j
+            continue
+        line = _apply_subs(line, subs)
+        if fmt == "fields":
+            m = re.match(r'^"(\w+)" : (.*)$', line)
+            if m:
+                rules = dict(FIELDS_RULES)
+                if cmd == "endpoint status":
+                    rules.update(FIELDS_STATUS_RULES)
+                if cmd == "endpoint hashkv":
+                    rules.update(FIELDS_HASHKV_RULES)
+                if m.group(1) in rules:
+                    line = f'"{m.group(1)}" : {rules[m.group(1)]}'
+        elif fmt == "simple":
+            if cmd == "endpoint status":
+                line = _norm_simple_columns(line, STATUS_SIMPLE_COLUMNS)
+            elif cmd == "endpoint hashkv":
+                line = _norm_simple_columns(line, HASHKV_SIMPLE_COLUMNS)
+        out.append(_norm_took(line))
+        i += 1
+    return "\n".join(out)
+
+
+# etcdctl's client library logs JSON lines (zap) on stderr when an RPC fails: they carry
+# timestamps, pointer values, local ports and source line numbers, so they are dropped.
+# Their "error" field holds the gRPC status ("rpc error: code = InvalidArgument desc =
+# etcdserver: ..."), which is part of the wire contract: it is kept, once per distinct
+# consecutive value, as "[client log] error: ...". Set COMPAT_IGNORE_GRPC_CODE=1 to drop
+# it too and keep only etcdctl's own "Error: ..." line (plus the exit code).
+KEEP_GRPC_ERROR = os.environ.get("COMPAT_IGNORE_GRPC_CODE", "") not in ("1", "true")
+
+
+def normalize_stderr(raw: bytes, ctx: NormContext) -> str:
+    text = raw.decode("utf-8", errors="backslashreplace")
+    subs = _exact_substitutions(ctx)
+    out = []
+    last_err = None
+    for line in text.split("\n"):
+        if line.startswith('{"level":'):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                doc = {}
+            err = doc.get("error")
+            if KEEP_GRPC_ERROR and err and err != last_err:
+                out.append("[client log] error: " + _apply_subs(err, subs))
+            last_err = err or last_err
+            continue
+        out.append(_norm_took(_apply_subs(line, subs)))
+    while out and out[-1] == "":
+        out.pop()
+    return "\n".join(out)
