@@ -92,7 +92,8 @@ impl Store {
     }
 
     /// Calls `visit` with each key of `range` as it was at revision `at`, in key order, until
-    /// `visit` returns false. `current` is the newest revision visible in `txn`.
+    /// `visit` returns false. `current` is the newest revision visible in `txn`. Returns how
+    /// many table entries were read, which tests use to prove reads stay in their range.
     pub fn visit(
         &self,
         txn: &RoTxn,
@@ -100,9 +101,9 @@ impl Store {
         at: i64,
         current: i64,
         mut visit: impl FnMut(&[u8], Version<'_>) -> bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if range.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if at >= current {
             return self.visit_live(txn, range, &mut visit);
@@ -115,25 +116,28 @@ impl Store {
         txn: &RoTxn,
         range: &KeyRange,
         visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         if let KeyRange::Single(key) = range {
             if let Some(bytes) = self.backend.live.get(txn, key)? {
                 visit(key, record::decode_live(bytes));
+                return Ok(1);
             }
-            return Ok(());
+            return Ok(0);
         }
         let upper = match range {
             KeyRange::Between(_, end) => Bound::Excluded(end.as_slice()),
             _ => Bound::Unbounded,
         };
         let bounds = (Bound::Included(range.start()), upper);
+        let mut touched = 0;
         for item in self.backend.live.range(txn, &bounds)? {
             let (key, bytes) = item?;
+            touched += 1;
             if !visit(key, record::decode_live(bytes)) {
                 break;
             }
         }
-        Ok(())
+        Ok(touched)
     }
 
     fn visit_hist(
@@ -142,12 +146,14 @@ impl Store {
         range: &KeyRange,
         at: i64,
         visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let newest_at = Revision::new(at, i64::MAX);
         let mut seek = hist_key(range.start(), newest_at);
+        let mut touched = 0;
         while let Some((entry, bytes)) =
             self.backend.hist.get_greater_than_or_equal_to(txn, &seek)?
         {
+            touched += 1;
             let (key, rev) = split_hist_key(entry);
             if !range.below_end(key) {
                 break;
@@ -168,7 +174,7 @@ impl Store {
             // (key, 0.0) sorts after every real version of key: the next entry is the next key.
             seek = hist_key(key, Revision::default());
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// Checks a read revision against the compacted and current revisions, as etcd does:
@@ -454,4 +460,100 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
         b.revlog.delete(txn, &at.to_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(dir.path(), 1 << 30).unwrap();
+        (dir, Store::new(backend))
+    }
+
+    fn put(store: &Store, key: &[u8], value: &[u8]) -> i64 {
+        let mut txn = store.backend.write_txn().unwrap();
+        let mut writer = Writer::new(store, &mut txn).unwrap();
+        writer.put(key, Some(value), Some(0)).unwrap();
+        let rev = writer.finish().unwrap();
+        txn.commit().unwrap();
+        rev
+    }
+
+    /// (values seen, entries read) of a visit over `range` at `at`.
+    fn read(store: &Store, range: &KeyRange, at: i64) -> (Vec<Vec<u8>>, usize) {
+        let txn = store.backend.read_txn().unwrap();
+        let current = store.current_rev(&txn).unwrap();
+        let mut seen = Vec::new();
+        let touched = store
+            .visit(&txn, range, at, current, |_, v| {
+                seen.push(v.value.to_vec());
+                true
+            })
+            .unwrap();
+        (seen, touched)
+    }
+
+    #[test]
+    fn prefix_range_reads_only_its_keys() {
+        let (_dir, store) = open();
+        for i in 0..200 {
+            put(&store, format!("a/{i:03}").as_bytes(), b"x");
+            put(&store, format!("c/{i:03}").as_bytes(), b"x");
+        }
+        put(&store, b"b/1", b"one");
+        put(&store, b"b/2", b"two");
+        let prefix = KeyRange::Between(b"b/".to_vec(), b"b0".to_vec());
+        let (values, touched) = read(&store, &prefix, i64::MAX);
+        assert_eq!(values, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(touched, 2, "a prefix read must not walk the other 400 keys");
+        let (values, touched) = read(&store, &prefix, 402);
+        assert_eq!(values.len(), 1);
+        assert!(
+            touched <= 4,
+            "historical prefix read touched {touched} entries"
+        );
+    }
+
+    #[test]
+    fn old_revision_read_seeks_past_long_histories() {
+        let (_dir, store) = open();
+        let first = put(&store, b"k", b"v0");
+        let other = put(&store, b"l", b"w");
+        for i in 1..=1000 {
+            put(&store, b"k", format!("v{i}").as_bytes());
+        }
+        let (values, touched) = read(&store, &KeyRange::From(b"k".to_vec()), other);
+        assert_eq!(values, vec![b"v0".to_vec(), b"w".to_vec()]);
+        assert!(
+            touched <= 4,
+            "reading 2 keys at an old revision touched {touched} entries"
+        );
+        let (values, _) = read(&store, &KeyRange::Single(b"k".to_vec()), first);
+        assert_eq!(values, vec![b"v0".to_vec()]);
+    }
+
+    #[test]
+    fn compaction_keeps_what_reads_at_or_after_it_need() {
+        let (_dir, store) = open();
+        put(&store, b"a", b"1");
+        let keep_rev = put(&store, b"a", b"2");
+        put(&store, b"b", b"x");
+        let mut txn = store.backend.write_txn().unwrap();
+        compact(&store, &mut txn, keep_rev).unwrap();
+        txn.commit().unwrap();
+        let (values, _) = read(&store, &KeyRange::From(b"a".to_vec()), keep_rev);
+        assert_eq!(values, vec![b"2".to_vec()]);
+        let txn = store.backend.read_txn().unwrap();
+        assert!(matches!(
+            store.check_read_rev(&txn, keep_rev - 1, 10),
+            Err(Error::Compacted)
+        ));
+        assert_eq!(
+            store.backend.hist.len(&txn).unwrap(),
+            2,
+            "the overwritten version is gone"
+        );
+    }
 }
