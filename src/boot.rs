@@ -14,6 +14,7 @@ use crate::config::{display_url, ClusterState, Config};
 use crate::mvcc::Store;
 use crate::raft::NodeConfig;
 use crate::server::{Limits, Server};
+use crate::watch::WatchHub;
 
 /// How far the LMDB map may grow; a sparse reservation, not memory. The quota (NOSPACE)
 /// stops clients long before it.
@@ -62,8 +63,18 @@ pub async fn run(
         snapshot_count: config.snapshot_count,
         catch_up_entries: 5000,
     };
-    let raft = crate::raft::node::spawn(node_config, backend, Applier::new(store.clone()))
-        .context("starting raft")?;
+    let current_rev = {
+        let txn = backend.read_txn()?;
+        store.current_rev(&txn)?
+    };
+    let hub = WatchHub::new(
+        store.clone(),
+        current_rev,
+        tokio::runtime::Handle::current(),
+        config.max_request_bytes + crate::api::GRPC_OVERHEAD_BYTES,
+    );
+    let applier = Applier::new(store.clone(), hub.clone());
+    let raft = crate::raft::node::spawn(node_config, backend, applier).context("starting raft")?;
     let raft_thread = raft.thread;
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
@@ -83,7 +94,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for (listener, addr) in listeners {
-        let router = crate::api::router(server.clone(), config.quota_backend_bytes).await;
+        let settings = crate::api::ApiSettings {
+            quota_bytes: config.quota_backend_bytes,
+            watch_progress_interval: config.watch_progress_interval,
+        };
+        let router = crate::api::router(server.clone(), hub.clone(), settings).await;
         let mut stop = stop_rx.clone();
         tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
         tasks.push(tokio::spawn(crate::api::serve(

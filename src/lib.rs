@@ -27,3 +27,4 @@ pub mod mvcc;
 pub mod pb;
 pub mod raft;
 pub mod server;
+pub mod watch;

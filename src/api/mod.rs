@@ -6,6 +6,7 @@ pub mod kv;
 pub mod maintenance;
 pub mod status;
 pub mod unbuilt;
+pub mod watch;
 
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
@@ -16,16 +17,25 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::{v3electionpb::election_server::ElectionServer, v3lockpb::lock_server::LockServer};
 use crate::server::Server;
+use crate::watch::WatchHub;
 
 /// The client-port router with its layers.
 pub type ClientRouter =
     Router<tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>>;
 
 /// etcd accepts this much gRPC framing on top of `--max-request-bytes`.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Every etcd service plus grpc.health.v1, ready to serve.
-pub async fn router(server: Server, quota_bytes: i64) -> ClientRouter {
+/// Settings of the client API that are not part of the core.
+#[derive(Clone)]
+pub struct ApiSettings {
+    pub quota_bytes: i64,
+    pub watch_progress_interval: std::time::Duration,
+}
+
+pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> ClientRouter {
+    let quota_bytes = settings.quota_bytes;
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -40,13 +50,23 @@ pub async fn router(server: Server, quota_bytes: i64) -> ClientRouter {
         quota_bytes,
     })
     .max_decoding_message_size(max_recv);
-    let cluster =
-        ClusterServer::new(cluster::ClusterService { server }).max_decoding_message_size(max_recv);
+    let cluster = ClusterServer::new(cluster::ClusterService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_recv);
 
     tonic::transport::Server::builder()
         .layer(unbuilt::NameUnbuiltLayer)
         .add_service(kv)
-        .add_service(WatchServer::new(unbuilt::Unbuilt))
+        .add_service(
+            WatchServer::new(watch::WatchService {
+                server: server.clone(),
+                hub,
+                progress_interval: settings.watch_progress_interval,
+            })
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(usize::MAX),
+        )
         .add_service(LeaseServer::new(unbuilt::Unbuilt))
         .add_service(cluster)
         .add_service(maintenance)

@@ -11,9 +11,11 @@ use crate::mvcc::{self, store, txn, Store, Writer};
 use crate::pb::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
+use crate::pb::mvccpb::Event;
 use crate::pb::rsetcdpb::raft_request::Request;
 use crate::pb::rsetcdpb::RaftRequest;
 use crate::raft::StateMachine;
+use crate::watch::WatchHub;
 
 /// What applying one request produced; headers carry only the revision (the server adds the
 /// member identity).
@@ -29,31 +31,50 @@ pub type Output = Result<Applied, mvcc::Error>;
 
 pub struct Applier {
     store: Store,
+    watch: WatchHub,
+    /// Events of the revisions applied in the transaction not yet committed.
+    unpublished: Vec<(i64, Vec<Event>)>,
 }
 
 impl Applier {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, watch: WatchHub) -> Self {
+        Self {
+            store,
+            watch,
+            unpublished: Vec::new(),
+        }
     }
 
-    fn apply_request(&self, txn: &mut RwTxn, request: Request) -> Output {
+    /// Finishes a write request, keeping its events for [`StateMachine::committed`].
+    fn finish(&mut self, writer: Writer) -> mvcc::Result<ResponseHeader> {
+        let (revision, events) = writer.finish()?;
+        if !events.is_empty() {
+            self.unpublished.push((revision, events));
+        }
+        Ok(header(revision))
+    }
+
+    fn apply_request(&mut self, txn: &mut RwTxn, request: Request) -> Output {
         match request {
             Request::Put(req) => {
-                let mut writer = Writer::new(&self.store, txn)?;
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
                 let mut resp = txn::TxnTarget::put(&mut writer, &req)?;
-                resp.header = Some(header(writer.finish()?));
+                resp.header = Some(self.finish(writer)?);
                 Ok(Applied::Put(resp))
             }
             Request::DeleteRange(req) => {
-                let mut writer = Writer::new(&self.store, txn)?;
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
                 let mut resp = txn::TxnTarget::delete_range(&mut writer, &req)?;
-                resp.header = Some(header(writer.finish()?));
+                resp.header = Some(self.finish(writer)?);
                 Ok(Applied::DeleteRange(resp))
             }
             Request::Txn(req) => {
-                let mut writer = Writer::new(&self.store, txn)?;
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
                 let mut resp = txn::execute(&mut writer, &req)?;
-                resp.header = Some(header(writer.finish()?));
+                resp.header = Some(self.finish(writer)?);
                 Ok(Applied::Txn(resp))
             }
             Request::Compaction(req) => {
@@ -82,6 +103,12 @@ impl StateMachine for Applier {
             panic!("storage failure applying entry {index}: {err}");
         }
         output
+    }
+
+    fn committed(&mut self) {
+        for (revision, events) in self.unpublished.drain(..) {
+            self.watch.publish(revision, &events);
+        }
     }
 }
 

@@ -81,8 +81,8 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("socket-reuse-address", Bool, false),
     flag("feature-gates", Value, false),
     flag("experimental-initial-corrupt-check", Bool, false),
-    flag("experimental-watch-progress-notify-interval", Value, false),
-    flag("watch-progress-notify-interval", Value, false),
+    flag("experimental-watch-progress-notify-interval", Value, true),
+    flag("watch-progress-notify-interval", Value, true),
     flag("experimental-enable-lease-checkpoint", Bool, false),
     flag("experimental-compact-hash-check-enabled", Bool, false),
 ];
@@ -113,6 +113,7 @@ pub struct Config {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub etcd_version: String,
+    pub watch_progress_interval: Duration,
     /// Flags given that rsetcd does not act on yet (warned about at start-up).
     pub ignored_flags: Vec<String>,
     pub unknown_env: Vec<String>,
@@ -225,6 +226,22 @@ impl Config {
             return Err(invalid("logger", logger, "only zap is supported"));
         }
 
+        let progress_flags = [
+            "watch-progress-notify-interval",
+            "experimental-watch-progress-notify-interval",
+        ];
+        if progress_flags.iter().all(|f| v.contains_key(f)) {
+            return Err(ConfigError::Unsupported(
+                "cannot set --watch-progress-notify-interval and --experimental-watch-progress-notify-interval at the same time".into(),
+            ));
+        }
+        let watch_progress_interval =
+            match progress_flags.iter().find_map(|f| get(f).map(|t| (*f, t))) {
+                Some((flag, text)) => {
+                    go_duration(text).ok_or_else(|| invalid(flag, text, "not a valid duration"))?
+                }
+                None => Duration::from_secs(600),
+            };
         let ignored_flags = FLAGS
             .iter()
             .filter(|f| !f.effective && v.contains_key(f.name))
@@ -250,6 +267,8 @@ impl Config {
             election_timeout: Duration::from_millis(election_ms),
             snapshot_count: number(get("snapshot-count"), "snapshot-count", 10_000)?,
             etcd_version,
+            // etcd never notifies more often than every 100 ms.
+            watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),
             ignored_flags,
             unknown_env: parsed.unknown_env,
         })))
@@ -339,6 +358,35 @@ fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Url)>, ConfigError> 
         .collect()
 }
 
+/// Parses Go's `time.ParseDuration` syntax: `300ms`, `1m30s`, `2h`, `1.5s`, `10µs`.
+pub fn go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
 fn check_semver(version: &str) -> Result<(), ConfigError> {
     let parts: Vec<&str> = version.split('.').collect();
     let ok = parts.len() == 3
@@ -378,6 +426,19 @@ mod tests {
             vec!["http://localhost:2380".to_string()]
         );
         assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(go_duration("1µs"), Some(Duration::from_micros(1)));
+        assert_eq!(go_duration("5"), None);
+        let err = run(&[
+            "--watch-progress-notify-interval=5s",
+            "--experimental-watch-progress-notify-interval=5s",
+        ]);
+        assert!(err.is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! that the caller (the applier) owns, so the caller decides what commits together.
 
 pub mod hash;
+pub mod history;
 pub mod record;
 pub mod revision;
 pub mod store;

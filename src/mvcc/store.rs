@@ -10,7 +10,8 @@ use heed::{RoTxn, RwTxn};
 
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
-use crate::pb::mvccpb::KeyValue;
+use crate::pb::mvccpb::event::EventType;
+use crate::pb::mvccpb::{Event, KeyValue};
 
 use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
@@ -289,6 +290,8 @@ pub struct Writer<'s, 't, 'e> {
     base: i64,
     /// Changes made so far; also the next sub revision.
     sub: i64,
+    /// The changes as watch events, each with its previous version.
+    events: Vec<Event>,
 }
 
 impl<'s, 't, 'e> Writer<'s, 't, 'e> {
@@ -299,6 +302,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             txn,
             base,
             sub: 0,
+            events: Vec::new(),
         })
     }
 
@@ -384,6 +388,11 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             &rev.to_bytes(),
             &record::encode_revlog(KIND_PUT, key),
         )?;
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(version.to_key_value(key, false)),
+            prev_kv: prev.clone(),
+        });
         Ok(prev)
     }
 
@@ -407,20 +416,29 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
                 &rev.to_bytes(),
                 &record::encode_revlog(KIND_TOMBSTONE, &kv.key),
             )?;
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: rev.main,
+                    ..Default::default()
+                }),
+                prev_kv: Some(kv.clone()),
+            });
         }
         Ok(deleted)
     }
 
     /// Records the new current revision if anything changed and returns the revision the
-    /// request produced (the old one for a request that changed nothing).
-    pub fn finish(self) -> Result<i64> {
+    /// request produced (the old one for a request that changed nothing) with its events.
+    pub fn finish(self) -> Result<(i64, Vec<Event>)> {
         let rev = self.current_rev();
         if self.sub > 0 {
             self.store
                 .backend
                 .put_meta_i64(self.txn, meta_key::CURRENT_REV, rev)?;
         }
-        Ok(rev)
+        Ok((rev, self.events))
     }
 }
 
@@ -476,7 +494,7 @@ mod tests {
         let mut txn = store.backend.write_txn().unwrap();
         let mut writer = Writer::new(store, &mut txn).unwrap();
         writer.put(key, Some(value), Some(0)).unwrap();
-        let rev = writer.finish().unwrap();
+        let (rev, _) = writer.finish().unwrap();
         txn.commit().unwrap();
         rev
     }

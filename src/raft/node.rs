@@ -31,6 +31,10 @@ pub trait StateMachine: Send + 'static {
     /// Applies the committed entry `index` carrying `data` inside `txn`. Must be deterministic:
     /// every member applies the same entries to the same state.
     fn apply(&mut self, txn: &mut RwTxn, index: u64, data: &[u8]) -> Self::Output;
+
+    /// Called once the transaction holding the last applied entries committed, before any
+    /// caller is answered: the place to publish their effects (watch events).
+    fn committed(&mut self) {}
 }
 
 /// Why a proposal or a read barrier got no result.
@@ -263,6 +267,7 @@ impl<S: StateMachine> Node<S> {
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
         txn.commit()?;
+        self.state_machine.committed();
 
         {
             let store = self.raw.store();
@@ -296,6 +301,7 @@ impl<S: StateMachine> Node<S> {
             self.log.set_hard_state(&mut txn, &hard_state)?;
             self.log.set_applied(&mut txn, self.applied)?;
             txn.commit()?;
+            self.state_machine.committed();
             self.answer(outputs);
         }
         let applied = self.applied.min(self.raw.raft.raft_log.committed);
