@@ -42,6 +42,8 @@ pub struct Backend {
     pub revlog: Table,
     /// lease id -> lease record.
     pub lease: Table,
+    /// lease id (8 bytes BE) + user key -> nothing: which keys a lease holds, in key order.
+    pub lease_keys: Table,
     /// raft log: index (8 bytes BE) -> encoded raft entry.
     pub raft_log: Table,
     /// small named values, see [`meta_key`].
@@ -73,7 +75,8 @@ impl Backend {
                 .key_comparator::<HistOrder>()
                 .name("hist")
                 .create(wtxn)?;
-            let tables: [Table; 5] = [
+            let tables: [Table; 6] = [
+                opener.create_database(wtxn, Some("lease_keys"))?,
                 opener.create_database(wtxn, Some("live"))?,
                 opener.create_database(wtxn, Some("revlog"))?,
                 opener.create_database(wtxn, Some("lease"))?,
@@ -82,18 +85,9 @@ impl Backend {
             ];
             Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
         })?;
-        let (hist, [live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
+        let (hist, [lease_keys, live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
         let max_key_len = env.max_key_size() - crate::mvcc::revision::Revision::LEN;
-        Ok(Self {
-            env,
-            live,
-            hist,
-            revlog,
-            lease,
-            raft_log,
-            meta,
-            max_key_len,
-        })
+        Ok(Self { env, live, hist, revlog, lease, lease_keys, raft_log, meta, max_key_len })
     }
 
     pub fn read_txn(&self) -> heed::Result<RoTxn<'_, WithoutTls>> {
@@ -118,9 +112,7 @@ impl Backend {
 
     /// Size of the data file on disk (what etcd reports as `dbSize`).
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(self.env.path().join("data.mdb"))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        std::fs::metadata(self.env.path().join("data.mdb")).map(|m| m.len()).unwrap_or(0)
     }
 
     /// Bytes in pages that hold data (etcd's `dbSizeInUse`).
@@ -132,8 +124,6 @@ impl Backend {
 }
 
 fn decode_i64(bytes: &[u8]) -> i64 {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .unwrap_or_else(|_| panic!("corrupt meta value {bytes:?}"));
+    let arr: [u8; 8] = bytes.try_into().unwrap_or_else(|_| panic!("corrupt meta value {bytes:?}"));
     i64::from_be_bytes(arr)
 }

@@ -11,6 +11,7 @@ use crate::apply::Applier;
 use crate::backend::{meta_key, Backend};
 use crate::cluster::{self, Cluster, Member};
 use crate::config::{display_url, ClusterState, Config};
+use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::raft::NodeConfig;
 use crate::server::{Limits, Server};
@@ -73,7 +74,15 @@ pub async fn run(
         tokio::runtime::Handle::current(),
         config.max_request_bytes + crate::api::GRPC_OVERHEAD_BYTES,
     );
-    let applier = Applier::new(store.clone(), hub.clone());
+    let lessor = Lessor::default();
+    {
+        let txn = backend.read_txn()?;
+        for lease in store.leases(&txn)? {
+            lessor.granted(lease.id, lease.ttl);
+        }
+    }
+    let min_lease_ttl = crate::lease::min_ttl(config.election_timeout);
+    let applier = Applier::new(store.clone(), hub.clone(), lessor.clone(), min_lease_ttl);
     let raft = crate::raft::node::spawn(node_config, backend, applier).context("starting raft")?;
     let raft_thread = raft.thread;
     let limits = Limits {
@@ -88,8 +97,19 @@ pub async fn run(
         raft.status,
         cluster,
         limits,
+        lessor,
         config.etcd_version.clone(),
     );
+    let expiry = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                ticks.tick().await;
+                server.expire_leases().await;
+            }
+        })
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -101,28 +121,21 @@ pub async fn run(
         let router = crate::api::router(server.clone(), hub.clone(), settings).await;
         let mut stop = stop_rx.clone();
         tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
-        tasks.push(tokio::spawn(crate::api::serve(
-            router,
-            listener,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
+        tasks.push(tokio::spawn(crate::api::serve(router, listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
     }
     tracing::info!("ready to serve client requests");
 
     shutdown.await;
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
+    expiry.abort();
     for task in tasks {
-        task.await
-            .context("client server task")?
-            .context("serving clients")?;
+        task.await.context("client server task")?.context("serving clients")?;
     }
     drop(server);
-    tokio::task::spawn_blocking(move || raft_thread.join())
-        .await
-        .ok();
+    tokio::task::spawn_blocking(move || raft_thread.join()).await.ok();
     tracing::info!("stopped serving clients");
     Ok(())
 }
@@ -155,16 +168,10 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<Cluster> {
     }
     let own_urls = config.own_cluster_urls();
     if own_urls.is_empty() {
-        bail!(
-            "couldn't find local name {:?} in the initial cluster configuration",
-            config.name
-        );
+        bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
     }
-    let mut advertised: Vec<String> = config
-        .initial_advertise_peer_urls
-        .iter()
-        .map(display_url)
-        .collect();
+    let mut advertised: Vec<String> =
+        config.initial_advertise_peer_urls.iter().map(display_url).collect();
     let mut listed = own_urls.clone();
     advertised.sort();
     listed.sort();
@@ -202,16 +209,8 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<Cluster> {
         id: member_id,
         name: config.name.clone(),
         peer_urls: own_urls,
-        client_urls: config
-            .advertise_client_urls
-            .iter()
-            .map(display_url)
-            .collect(),
+        client_urls: config.advertise_client_urls.iter().map(display_url).collect(),
         is_learner: false,
     };
-    Ok(Cluster {
-        cluster_id,
-        local: local.clone(),
-        members: vec![local],
-    })
+    Ok(Cluster { cluster_id, local: local.clone(), members: vec![local] })
 }

@@ -22,6 +22,7 @@ pub mod backend;
 pub mod boot;
 pub mod cluster;
 pub mod config;
+pub mod lease;
 pub mod logging;
 pub mod mvcc;
 pub mod pb;

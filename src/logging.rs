@@ -32,9 +32,7 @@ where
         let meta = event.metadata();
         let mut line = Map::new();
         line.insert("level".into(), Value::from(level_name(*meta.level())));
-        let ts = time::OffsetDateTime::now_utc()
-            .format(TS_FORMAT)
-            .unwrap_or_default();
+        let ts = time::OffsetDateTime::now_utc().format(TS_FORMAT).unwrap_or_default();
         line.insert("ts".into(), Value::from(ts));
         let caller = match (meta.file(), meta.line()) {
             (Some(file), Some(no)) => format!("{}:{no}", file.trim_start_matches("src/")),
@@ -43,10 +41,7 @@ where
         line.insert("caller".into(), Value::from(caller));
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
-        line.insert(
-            "msg".into(),
-            fields.0.remove("message").unwrap_or(Value::from("")),
-        );
+        line.insert("msg".into(), fields.0.remove("message").unwrap_or(Value::from("")));
         line.extend(fields.0);
         writeln!(writer, "{}", Value::Object(line))
     }
@@ -77,8 +72,7 @@ impl Visit for Fields {
         self.0.insert(field.name().into(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), Value::from(format!("{value:?}")));
+        self.0.insert(field.name().into(), Value::from(format!("{value:?}")));
     }
 }
 

@@ -11,10 +11,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(config)) => config,
         Ok(Command::PrintVersion(etcd_version)) => {
             println!("etcd Version: {etcd_version}");
-            println!(
-                "Git SHA: {}",
-                option_env!("RSETCD_GIT_SHA").unwrap_or("not a git build")
-            );
+            println!("Git SHA: {}", option_env!("RSETCD_GIT_SHA").unwrap_or("not a git build"));
             println!("Go Version: none (rsetcd is written in Rust)");
             println!("Go OS/Arch: {}/{}", go_os(), go_arch());
             println!("rsetcd Version: {}", env!("CARGO_PKG_VERSION"));
@@ -31,10 +28,7 @@ fn main() -> ExitCode {
         }
     };
     rsetcd::logging::init(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("rsetcd: cannot start the async runtime: {err}");
@@ -44,10 +38,7 @@ fn main() -> ExitCode {
     match runtime.block_on(rsetcd::boot::run(*config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(
-                error = format!("{err:#}").as_str(),
-                "rsetcd stopped with an error"
-            );
+            tracing::error!(error = format!("{err:#}").as_str(), "rsetcd stopped with an error");
             ExitCode::FAILURE
         }
     }

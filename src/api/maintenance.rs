@@ -45,10 +45,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        let (hash, current) = self
-            .server
-            .hash_kv(request.get_ref().revision)
-            .map_err(to_status)?;
+        let (hash, current) = self.server.hash_kv(request.get_ref().revision).map_err(to_status)?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.server.header(current)),
             hash: hash.hash,

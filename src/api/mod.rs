@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod unbuilt;
@@ -40,20 +41,16 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
 
-    let kv = KvServer::new(kv::KvService {
-        server: server.clone(),
-    })
-    .max_decoding_message_size(max_recv)
-    .max_encoding_message_size(usize::MAX);
+    let kv = KvServer::new(kv::KvService { server: server.clone() })
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
         server: server.clone(),
         quota_bytes,
     })
     .max_decoding_message_size(max_recv);
-    let cluster = ClusterServer::new(cluster::ClusterService {
-        server: server.clone(),
-    })
-    .max_decoding_message_size(max_recv);
+    let cluster = ClusterServer::new(cluster::ClusterService { server: server.clone() })
+        .max_decoding_message_size(max_recv);
 
     tonic::transport::Server::builder()
         .layer(unbuilt::NameUnbuiltLayer)
@@ -67,7 +64,10 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
             .max_decoding_message_size(max_recv)
             .max_encoding_message_size(usize::MAX),
         )
-        .add_service(LeaseServer::new(unbuilt::Unbuilt))
+        .add_service(
+            LeaseServer::new(lease::LeaseService { server: server.clone() })
+                .max_decoding_message_size(max_recv),
+        )
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(AuthServer::new(unbuilt::Unbuilt))
@@ -84,7 +84,5 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     // Without TCP_NODELAY a small unary reply waits for the peer's delayed ACK (tens of ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
 }

@@ -8,14 +8,12 @@ use crate::server::Error;
 
 pub fn to_status(err: Error) -> Status {
     let (code, message): (Code, &str) = match &err {
-        Error::Mvcc(mvcc::Error::Compacted) => (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision has been compacted",
-        ),
-        Error::Mvcc(mvcc::Error::FutureRev) => (
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision",
-        ),
+        Error::Mvcc(mvcc::Error::Compacted) => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
+        }
+        Error::Mvcc(mvcc::Error::FutureRev) => {
+            (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
+        }
         Error::Mvcc(mvcc::Error::KeyNotFound) | Error::KeyNotFound => {
             (Code::InvalidArgument, "etcdserver: key not found")
         }
@@ -28,17 +26,19 @@ pub fn to_status(err: Error) -> Status {
         Error::Mvcc(mvcc::Error::Storage(e)) => {
             return Status::unknown(format!("rsetcd: storage error: {e}"))
         }
+        Error::Mvcc(mvcc::Error::LeaseExists) => {
+            (Code::FailedPrecondition, "etcdserver: lease already exists")
+        }
+        Error::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
         Error::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
         Error::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
-        Error::TooManyOps => (
-            Code::InvalidArgument,
-            "etcdserver: too many operations in txn request",
-        ),
-        Error::DuplicateKey => (
-            Code::InvalidArgument,
-            "etcdserver: duplicate key given in txn request",
-        ),
+        Error::TooManyOps => {
+            (Code::InvalidArgument, "etcdserver: too many operations in txn request")
+        }
+        Error::DuplicateKey => {
+            (Code::InvalidArgument, "etcdserver: duplicate key given in txn request")
+        }
         Error::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
@@ -55,9 +55,6 @@ mod tests {
     fn compacted_is_out_of_range_with_etcds_text() {
         let status = to_status(Error::Mvcc(mvcc::Error::Compacted));
         assert_eq!(status.code(), Code::OutOfRange);
-        assert_eq!(
-            status.message(),
-            "etcdserver: mvcc: required revision has been compacted"
-        );
+        assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
     }
 }

@@ -13,14 +13,11 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Status;
 
-use crate::pb::etcdserverpb::{auth_server, lease_server};
+use crate::pb::etcdserverpb::auth_server;
 use crate::pb::{v3electionpb::election_server, v3lockpb::lock_server};
 
 /// A service registered on the client port whose methods all answer Unimplemented for now.
 pub struct Unbuilt;
-
-#[tonic::async_trait]
-impl lease_server::Lease for Unbuilt {}
 
 #[tonic::async_trait]
 impl auth_server::Auth for Unbuilt {}

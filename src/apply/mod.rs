@@ -7,9 +7,12 @@
 use heed::RwTxn;
 use prost::Message;
 
+use crate::lease::Lessor;
+use crate::mvcc::lease::StoredLease;
 use crate::mvcc::{self, store, txn, Store, Writer};
 use crate::pb::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::pb::mvccpb::Event;
 use crate::pb::rsetcdpb::raft_request::Request;
@@ -25,6 +28,14 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+/// A lease change to hand to the lessor once committed.
+enum LeaseChange {
+    Granted(i64, i64),
+    Revoked(i64),
 }
 
 pub type Output = Result<Applied, mvcc::Error>;
@@ -32,17 +43,18 @@ pub type Output = Result<Applied, mvcc::Error>;
 pub struct Applier {
     store: Store,
     watch: WatchHub,
+    lessor: Lessor,
+    /// etcd's smallest lease TTL; a shorter grant is raised to it.
+    min_lease_ttl: i64,
     /// Events of the revisions applied in the transaction not yet committed.
     unpublished: Vec<(i64, Vec<Event>)>,
+    lease_changes: Vec<LeaseChange>,
 }
 
 impl Applier {
-    pub fn new(store: Store, watch: WatchHub) -> Self {
-        Self {
-            store,
-            watch,
-            unpublished: Vec::new(),
-        }
+    pub fn new(store: Store, watch: WatchHub, lessor: Lessor, min_lease_ttl: i64) -> Self {
+        let (unpublished, lease_changes) = (Vec::new(), Vec::new());
+        Self { store, watch, lessor, min_lease_ttl, unpublished, lease_changes }
     }
 
     /// Finishes a write request, keeping its events for [`StateMachine::committed`].
@@ -77,12 +89,32 @@ impl Applier {
                 resp.header = Some(self.finish(writer)?);
                 Ok(Applied::Txn(resp))
             }
+            Request::LeaseGrant(req) => {
+                let ttl = req.ttl.max(self.min_lease_ttl);
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
+                writer.grant_lease(StoredLease { id: req.id, ttl })?;
+                let header = self.finish(writer)?;
+                self.lease_changes.push(LeaseChange::Granted(req.id, ttl));
+                Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                    header: Some(header),
+                    id: req.id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            Request::LeaseRevoke(req) => {
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
+                writer.revoke_lease(req.id)?;
+                let header = self.finish(writer)?;
+                self.lease_changes.push(LeaseChange::Revoked(req.id));
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: Some(header) }))
+            }
             Request::Compaction(req) => {
                 store::compact(&self.store, txn, req.revision)?;
                 let current = self.store.current_rev(txn)?;
-                Ok(Applied::Compaction(CompactionResponse {
-                    header: Some(header(current)),
-                }))
+                Ok(Applied::Compaction(CompactionResponse { header: Some(header(current)) }))
             }
         }
     }
@@ -109,12 +141,15 @@ impl StateMachine for Applier {
         for (revision, events) in self.unpublished.drain(..) {
             self.watch.publish(revision, &events);
         }
+        for change in self.lease_changes.drain(..) {
+            match change {
+                LeaseChange::Granted(id, ttl) => self.lessor.granted(id, ttl),
+                LeaseChange::Revoked(id) => self.lessor.revoked(id),
+            }
+        }
     }
 }
 
 fn header(revision: i64) -> ResponseHeader {
-    ResponseHeader {
-        revision,
-        ..Default::default()
-    }
+    ResponseHeader { revision, ..Default::default() }
 }

@@ -75,10 +75,9 @@ pub fn parse(
             (Kind::Bool, Some(v)) => normalize_bool(name, &v)?,
             (Kind::Bool, None) => "true".to_string(),
             (Kind::Value, Some(v)) => v,
-            (Kind::Value, None) => words
-                .next()
-                .cloned()
-                .ok_or_else(|| FlagError::MissingValue(name.to_string()))?,
+            (Kind::Value, None) => {
+                words.next().cloned().ok_or_else(|| FlagError::MissingValue(name.to_string()))?
+            }
         };
         parsed.values.insert(spec.name, value);
     }
@@ -110,10 +109,7 @@ fn normalize_bool(flag: &str, value: &str) -> Result<String, FlagError> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok("true".into()),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok("false".into()),
-        _ => Err(FlagError::BadBool {
-            flag: flag.to_string(),
-            value: value.to_string(),
-        }),
+        _ => Err(FlagError::BadBool { flag: flag.to_string(), value: value.to_string() }),
     }
 }
 
@@ -122,21 +118,9 @@ mod tests {
     use super::*;
 
     const SPECS: &[FlagSpec] = &[
-        FlagSpec {
-            name: "name",
-            kind: Kind::Value,
-            effective: true,
-        },
-        FlagSpec {
-            name: "debug",
-            kind: Kind::Bool,
-            effective: true,
-        },
-        FlagSpec {
-            name: "initial-cluster-token",
-            kind: Kind::Value,
-            effective: true,
-        },
+        FlagSpec { name: "name", kind: Kind::Value, effective: true },
+        FlagSpec { name: "debug", kind: Kind::Bool, effective: true },
+        FlagSpec { name: "initial-cluster-token", kind: Kind::Value, effective: true },
     ];
 
     fn args(words: &[&str]) -> Vec<String> {
@@ -178,9 +162,6 @@ mod tests {
         assert_eq!(p.values["initial-cluster-token"], "t");
         assert_eq!(p.unknown_env, vec!["ETCD_UNHEARD_OF".to_string()]);
         let err = parse(SPECS, &args(&["--initial-cluster-token=u"]), &env).unwrap_err();
-        assert_eq!(
-            err,
-            FlagError::EnvConflict("ETCD_INITIAL_CLUSTER_TOKEN".into())
-        );
+        assert_eq!(err, FlagError::EnvConflict("ETCD_INITIAL_CLUSTER_TOKEN".into()));
     }
 }

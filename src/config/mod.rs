@@ -14,11 +14,7 @@ use url::Url;
 pub const DEFAULT_ETCD_VERSION: &str = "3.6.16";
 
 const fn flag(name: &'static str, kind: Kind, effective: bool) -> FlagSpec {
-    FlagSpec {
-        name,
-        kind,
-        effective,
-    }
+    FlagSpec { name, kind, effective }
 }
 
 use Kind::{Bool, Value};
@@ -132,21 +128,13 @@ pub enum ConfigError {
     #[error(transparent)]
     Flag(#[from] flags::FlagError),
     #[error("invalid value {value:?} for flag -{flag}: {reason}")]
-    Invalid {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { flag: &'static str, value: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        flag,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { flag, value: value.to_string(), reason: reason.into() }
 }
 
 impl Config {
@@ -158,9 +146,7 @@ impl Config {
         if get("help") == Some("true") {
             return Ok(Command::PrintHelp);
         }
-        let etcd_version = get("emulated-etcd-version")
-            .unwrap_or(DEFAULT_ETCD_VERSION)
-            .to_string();
+        let etcd_version = get("emulated-etcd-version").unwrap_or(DEFAULT_ETCD_VERSION).to_string();
         check_semver(&etcd_version)?;
         if get("version") == Some("true") {
             return Ok(Command::PrintVersion(etcd_version));
@@ -173,9 +159,7 @@ impl Config {
 
         let name = get("name").unwrap_or("default").to_string();
         let data_dir = PathBuf::from(
-            get("data-dir")
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{name}.etcd")),
+            get("data-dir").map(str::to_string).unwrap_or_else(|| format!("{name}.etcd")),
         );
         let urls =
             |flag: &'static str, default: &str| parse_urls(flag, get(flag).unwrap_or(default));
@@ -189,9 +173,7 @@ impl Config {
             .map(|u| format!("{name}={}", display_url(u)))
             .collect::<Vec<_>>()
             .join(",");
-        let cluster_text = get("initial-cluster")
-            .map(str::to_string)
-            .unwrap_or(default_cluster);
+        let cluster_text = get("initial-cluster").map(str::to_string).unwrap_or(default_cluster);
         let initial_cluster = parse_initial_cluster(&cluster_text)?;
         let initial_cluster_state = match get("initial-cluster-state").unwrap_or("new") {
             "new" => ClusterState::New,
@@ -226,10 +208,8 @@ impl Config {
             return Err(invalid("logger", logger, "only zap is supported"));
         }
 
-        let progress_flags = [
-            "watch-progress-notify-interval",
-            "experimental-watch-progress-notify-interval",
-        ];
+        let progress_flags =
+            ["watch-progress-notify-interval", "experimental-watch-progress-notify-interval"];
         if progress_flags.iter().all(|f| v.contains_key(f)) {
             return Err(ConfigError::Unsupported(
                 "cannot set --watch-progress-notify-interval and --experimental-watch-progress-notify-interval at the same time".into(),
@@ -296,16 +276,12 @@ fn number<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match text {
         None => Ok(default),
-        Some(t) => t
-            .parse()
-            .map_err(|_| invalid(flag, t, "not a valid number")),
+        Some(t) => t.parse().map_err(|_| invalid(flag, t, "not a valid number")),
     }
 }
 
 fn parse_urls(flag: &'static str, text: &str) -> Result<Vec<Url>, ConfigError> {
-    text.split(',')
-        .map(|part| parse_url(flag, part.trim()))
-        .collect()
+    text.split(',').map(|part| parse_url(flag, part.trim())).collect()
 }
 
 fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
@@ -319,20 +295,10 @@ fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
                 format!("{} URLs are not supported by rsetcd yet", url.scheme()),
             ));
         }
-        _ => {
-            return Err(invalid(
-                flag,
-                text,
-                "URL scheme must be http, https, unix, or unixs",
-            ))
-        }
+        _ => return Err(invalid(flag, text, "URL scheme must be http, https, unix, or unixs")),
     }
     if url.host_str().is_none() || url.port().is_none() {
-        return Err(invalid(
-            flag,
-            text,
-            "URL must be of the form scheme://host:port",
-        ));
+        return Err(invalid(flag, text, "URL must be of the form scheme://host:port"));
     }
     if !matches!(url.path(), "" | "/") {
         return Err(invalid(flag, text, "URL must not contain a path"));
@@ -344,16 +310,9 @@ fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Url)>, ConfigError> 
     text.split(',')
         .map(|entry| {
             let (name, url) = entry.split_once('=').ok_or_else(|| {
-                invalid(
-                    "initial-cluster",
-                    text,
-                    format!("{entry:?} is not of the form name=url"),
-                )
+                invalid("initial-cluster", text, format!("{entry:?} is not of the form name=url"))
             })?;
-            Ok((
-                name.trim().to_string(),
-                parse_url("initial-cluster", url.trim())?,
-            ))
+            Ok((name.trim().to_string(), parse_url("initial-cluster", url.trim())?))
         })
         .collect()
 }
@@ -369,9 +328,7 @@ pub fn go_duration(text: &str) -> Option<Duration> {
         let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -390,17 +347,11 @@ pub fn go_duration(text: &str) -> Option<Duration> {
 fn check_semver(version: &str) -> Result<(), ConfigError> {
     let parts: Vec<&str> = version.split('.').collect();
     let ok = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            "emulated-etcd-version",
-            version,
-            "must be a version like 3.6.16",
-        ))
+        Err(invalid("emulated-etcd-version", version, "must be a version like 3.6.16"))
     }
 }
 
@@ -421,10 +372,7 @@ mod tests {
         let c = run(&[]).unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
-        assert_eq!(
-            c.own_cluster_urls(),
-            vec!["http://localhost:2380".to_string()]
-        );
+        assert_eq!(c.own_cluster_urls(), vec!["http://localhost:2380".to_string()]);
         assert_eq!(c.max_txn_ops, 128);
     }
 
@@ -443,9 +391,7 @@ mod tests {
 
     #[test]
     fn malformed_url_names_the_flag() {
-        let err = run(&["--listen-client-urls", "127.0.0.1:2379"])
-            .unwrap_err()
-            .to_string();
+        let err = run(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap_err().to_string();
         assert!(err.contains("-listen-client-urls"), "{err}");
     }
 }

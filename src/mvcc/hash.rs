@@ -57,10 +57,7 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         bucket_key.push(b'_');
         bucket_key.extend_from_slice(&rev_bytes[8..]);
         let value = if tombstone {
-            KeyValue {
-                key: key.to_vec(),
-                ..Default::default()
-            }
+            KeyValue { key: key.to_vec(), ..Default::default() }
         } else {
             let bytes = store
                 .backend
@@ -76,19 +73,12 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         hash = crc32c::crc32c_append(hash, &bucket_key);
         hash = crc32c::crc32c_append(hash, &value.encode_to_vec());
     }
-    Ok(KvHash {
-        hash,
-        compact_revision: compacted,
-        revision: rev,
-    })
+    Ok(KvHash { hash, compact_revision: compacted, revision: rev })
 }
 
 /// True when `at` is the newest version of `key` at or before `rev`.
 fn visible_at(store: &Store, txn: &RoTxn, key: &[u8], at: Revision, rev: i64) -> Result<bool> {
     let seek = hist_key(key, Revision::new(rev, i64::MAX));
-    let newest = store
-        .backend
-        .hist
-        .get_greater_than_or_equal_to(txn, &seek)?;
+    let newest = store.backend.hist.get_greater_than_or_equal_to(txn, &seek)?;
     Ok(newest.is_some_and(|(entry, _)| super::revision::split_hist_key(entry) == (key, at)))
 }

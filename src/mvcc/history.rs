@@ -26,10 +26,7 @@ pub fn events(
 ) -> Result<Vec<RevisionEvents>> {
     let mut out: Vec<RevisionEvents> = Vec::new();
     let start = Revision::new(from.max(1), 0).to_bytes();
-    let bounds = (
-        std::ops::Bound::Included(start.as_slice()),
-        std::ops::Bound::Unbounded,
-    );
+    let bounds = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Unbounded);
     for (count, item) in store.backend.revlog.range(txn, &bounds)?.enumerate() {
         let (rev_bytes, entry) = item?;
         let at = Revision::from_bytes(rev_bytes);
@@ -41,10 +38,7 @@ pub fn events(
             break;
         }
         if is_new_revision {
-            out.push(RevisionEvents {
-                revision: at.main,
-                events: Vec::new(),
-            });
+            out.push(RevisionEvents { revision: at.main, events: Vec::new() });
         }
         let (kind, key) = record::decode_revlog(entry);
         let event = if kind == KIND_TOMBSTONE {
@@ -77,11 +71,7 @@ pub fn events(
 
 /// The version of `key` just before revision `at`, if it existed and was not compacted away.
 fn previous(store: &Store, txn: &RoTxn, key: &[u8], at: Revision) -> Result<Option<KeyValue>> {
-    let Some((entry, bytes)) = store
-        .backend
-        .hist
-        .get_greater_than(txn, &hist_key(key, at))?
-    else {
+    let Some((entry, bytes)) = store.backend.hist.get_greater_than(txn, &hist_key(key, at))? else {
         return Ok(None);
     };
     let (found, rev) = split_hist_key(entry);

@@ -5,6 +5,7 @@
 
 pub mod hash;
 pub mod history;
+pub mod lease;
 pub mod record;
 pub mod revision;
 pub mod store;
@@ -25,6 +26,8 @@ pub enum Error {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
     #[error("key is longer than {max} bytes, which this store cannot index")]
     KeyTooLong { max: usize },
     #[error("storage: {0}")]

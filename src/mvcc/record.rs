@@ -32,11 +32,7 @@ impl Version<'_> {
             create_revision: self.create_revision,
             mod_revision: self.modified.main,
             version: self.version,
-            value: if keys_only {
-                Vec::new()
-            } else {
-                self.value.to_vec()
-            },
+            value: if keys_only { Vec::new() } else { self.value.to_vec() },
             lease: self.lease,
         }
     }
@@ -51,11 +47,7 @@ pub fn encode_live(v: &Version) -> Vec<u8> {
 }
 
 pub fn decode_live(bytes: &[u8]) -> Version<'_> {
-    assert!(
-        bytes.len() >= 40,
-        "corrupt live record of {} bytes",
-        bytes.len()
-    );
+    assert!(bytes.len() >= 40, "corrupt live record of {} bytes", bytes.len());
     let modified = Revision::from_bytes(&bytes[..16]);
     read_meta(modified, &bytes[16..])
 }
@@ -124,10 +116,7 @@ mod tests {
             value: b"hello",
         };
         assert_eq!(decode_live(&encode_live(&v)), v);
-        assert_eq!(
-            decode_hist(v.modified, &encode_hist_put(&v)),
-            Some(v.clone())
-        );
+        assert_eq!(decode_hist(v.modified, &encode_hist_put(&v)), Some(v.clone()));
         assert_eq!(decode_hist(v.modified, HIST_TOMBSTONE), None);
     }
 }

@@ -13,6 +13,7 @@ use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::{Event, KeyValue};
 
+use super::lease;
 use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
 use super::{Error, Result};
@@ -74,18 +75,12 @@ impl Store {
     }
 
     pub fn current_rev(&self, txn: &RoTxn) -> Result<i64> {
-        Ok(self
-            .backend
-            .meta_i64(txn, meta_key::CURRENT_REV)?
-            .unwrap_or(1))
+        Ok(self.backend.meta_i64(txn, meta_key::CURRENT_REV)?.unwrap_or(1))
     }
 
     /// The revision compacted to, or -1 before any compaction (etcd's initial value).
     pub fn compact_rev(&self, txn: &RoTxn) -> Result<i64> {
-        Ok(self
-            .backend
-            .meta_i64(txn, meta_key::COMPACT_REV)?
-            .unwrap_or(-1))
+        Ok(self.backend.meta_i64(txn, meta_key::COMPACT_REV)?.unwrap_or(-1))
     }
 
     pub fn lease_exists(&self, txn: &RoTxn, lease: i64) -> Result<bool> {
@@ -204,11 +199,7 @@ impl Store {
             || req.max_create_revision != 0;
         // Sorting and filtering need every key; otherwise one past the limit tells `more`.
         let fetch_all = order != SortOrder::None || filtered || req.limit <= 0;
-        let wanted = if fetch_all {
-            usize::MAX
-        } else {
-            req.limit as usize + 1
-        };
+        let wanted = if fetch_all { usize::MAX } else { req.limit as usize + 1 };
 
         // keys_only blanks values after sorting (a VALUE sort still orders by them).
         let blank_early = req.keys_only && target != SortTarget::Value;
@@ -237,12 +228,7 @@ impl Store {
             kvs.truncate(req.limit as usize);
             more = true;
         }
-        Ok(RangeResponse {
-            header: None,
-            kvs,
-            more,
-            count,
-        })
+        Ok(RangeResponse { header: None, kvs, more, count })
     }
 }
 
@@ -297,17 +283,17 @@ pub struct Writer<'s, 't, 'e> {
 impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     pub fn new(store: &'s Store, txn: &'t mut RwTxn<'e>) -> Result<Self> {
         let base = store.current_rev(txn)?;
-        Ok(Self {
-            store,
-            txn,
-            base,
-            sub: 0,
-            events: Vec::new(),
-        })
+        Ok(Self { store, txn, base, sub: 0, events: Vec::new() })
     }
 
     pub fn store(&self) -> &Store {
         self.store
+    }
+
+    /// The store and the write transaction, for the other write operations of this module's
+    /// siblings (leases).
+    pub(super) fn parts(&mut self) -> (&Store, &mut RwTxn<'e>) {
+        (self.store, self.txn)
     }
 
     pub fn view(&self) -> &RoTxn<'e> {
@@ -377,17 +363,18 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             value: &value,
         };
         let b = &self.store.backend;
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        if old_lease != lease {
+            if old_lease != 0 {
+                b.lease_keys.delete(self.txn, &lease::attachment_key(old_lease, key))?;
+            }
+            if lease != 0 {
+                b.lease_keys.put(self.txn, &lease::attachment_key(lease, key), &[])?;
+            }
+        }
         b.live.put(self.txn, key, &record::encode_live(&version))?;
-        b.hist.put(
-            self.txn,
-            &hist_key(key, rev),
-            &record::encode_hist_put(&version),
-        )?;
-        b.revlog.put(
-            self.txn,
-            &rev.to_bytes(),
-            &record::encode_revlog(KIND_PUT, key),
-        )?;
+        b.hist.put(self.txn, &hist_key(key, rev), &record::encode_hist_put(&version))?;
+        b.revlog.put(self.txn, &rev.to_bytes(), &record::encode_revlog(KIND_PUT, key))?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(version.to_key_value(key, false)),
@@ -400,17 +387,18 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
         let mut deleted = Vec::new();
         let current = self.current_rev();
-        self.store
-            .visit(self.txn, range, current, current, |key, version| {
-                deleted.push(version.to_key_value(key, false));
-                true
-            })?;
+        self.store.visit(self.txn, range, current, current, |key, version| {
+            deleted.push(version.to_key_value(key, false));
+            true
+        })?;
         for kv in &deleted {
             let rev = self.next_rev();
             let b = &self.store.backend;
+            if kv.lease != 0 {
+                b.lease_keys.delete(self.txn, &lease::attachment_key(kv.lease, &kv.key))?;
+            }
             b.live.delete(self.txn, &kv.key)?;
-            b.hist
-                .put(self.txn, &hist_key(&kv.key, rev), HIST_TOMBSTONE)?;
+            b.hist.put(self.txn, &hist_key(&kv.key, rev), HIST_TOMBSTONE)?;
             b.revlog.put(
                 self.txn,
                 &rev.to_bytes(),
@@ -434,9 +422,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     pub fn finish(self) -> Result<(i64, Vec<Event>)> {
         let rev = self.current_rev();
         if self.sub > 0 {
-            self.store
-                .backend
-                .put_meta_i64(self.txn, meta_key::CURRENT_REV, rev)?;
+            self.store.backend.put_meta_i64(self.txn, meta_key::CURRENT_REV, rev)?;
         }
         Ok((rev, self.events))
     }
@@ -528,10 +514,7 @@ mod tests {
         assert_eq!(touched, 2, "a prefix read must not walk the other 400 keys");
         let (values, touched) = read(&store, &prefix, 402);
         assert_eq!(values.len(), 1);
-        assert!(
-            touched <= 4,
-            "historical prefix read touched {touched} entries"
-        );
+        assert!(touched <= 4, "historical prefix read touched {touched} entries");
     }
 
     #[test]
@@ -544,10 +527,7 @@ mod tests {
         }
         let (values, touched) = read(&store, &KeyRange::From(b"k".to_vec()), other);
         assert_eq!(values, vec![b"v0".to_vec(), b"w".to_vec()]);
-        assert!(
-            touched <= 4,
-            "reading 2 keys at an old revision touched {touched} entries"
-        );
+        assert!(touched <= 4, "reading 2 keys at an old revision touched {touched} entries");
         let (values, _) = read(&store, &KeyRange::Single(b"k".to_vec()), first);
         assert_eq!(values, vec![b"v0".to_vec()]);
     }
@@ -564,14 +544,7 @@ mod tests {
         let (values, _) = read(&store, &KeyRange::From(b"a".to_vec()), keep_rev);
         assert_eq!(values, vec![b"2".to_vec()]);
         let txn = store.backend.read_txn().unwrap();
-        assert!(matches!(
-            store.check_read_rev(&txn, keep_rev - 1, 10),
-            Err(Error::Compacted)
-        ));
-        assert_eq!(
-            store.backend.hist.len(&txn).unwrap(),
-            2,
-            "the overwritten version is gone"
-        );
+        assert!(matches!(store.check_read_rev(&txn, keep_rev - 1, 10), Err(Error::Compacted)));
+        assert_eq!(store.backend.hist.len(&txn).unwrap(), 2, "the overwritten version is gone");
     }
 }

@@ -84,14 +84,11 @@ impl TxnTarget for ReadOnly<'_, '_> {
 
 /// True when no branch, at any depth, writes.
 pub fn is_read_only(req: &TxnRequest) -> bool {
-    req.success
-        .iter()
-        .chain(&req.failure)
-        .all(|op| match &op.request {
-            Some(Request::RequestRange(_)) | None => true,
-            Some(Request::RequestTxn(t)) => is_read_only(t),
-            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
-        })
+    req.success.iter().chain(&req.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(_)) | None => true,
+        Some(Request::RequestTxn(t)) => is_read_only(t),
+        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+    })
 }
 
 /// Runs a whole Txn. The header carries the revision after it.
@@ -105,10 +102,7 @@ pub fn execute(target: &mut impl TxnTarget, req: &TxnRequest) -> Result<TxnRespo
 }
 
 fn header(revision: i64) -> ResponseHeader {
-    ResponseHeader {
-        revision,
-        ..Default::default()
-    }
+    ResponseHeader { revision, ..Default::default() }
 }
 
 /// Records, in depth-first order, which branch each Txn on the taken path takes.
@@ -147,9 +141,7 @@ fn check_path(
     for op in branch(req, succeeded) {
         match &op.request {
             Some(Request::RequestRange(r)) => {
-                target
-                    .store()
-                    .check_read_rev(target.view(), r.revision, current)?;
+                target.store().check_read_rev(target.view(), r.revision, current)?;
             }
             Some(Request::RequestPut(p)) => check_put(target, p)?,
             Some(Request::RequestDeleteRange(_)) | None => {}
@@ -197,15 +189,9 @@ fn run_path(
             }
             None => continue,
         };
-        responses.push(ResponseOp {
-            response: Some(response),
-        });
+        responses.push(ResponseOp { response: Some(response) });
     }
-    Ok(TxnResponse {
-        header: None,
-        succeeded,
-        responses,
-    })
+    Ok(TxnResponse { header: None, succeeded, responses })
 }
 
 /// One compare; with a range_end every key in the range must pass, and an empty range compares
@@ -214,12 +200,10 @@ fn compare(target: &impl TxnTarget, cmp: &Compare) -> Result<bool> {
     let range = KeyRange::new(&cmp.key, &cmp.range_end);
     let current = target.current_rev();
     let mut kvs = Vec::new();
-    target
-        .store()
-        .visit(target.view(), &range, current, current, |key, version| {
-            kvs.push(version.to_key_value(key, false));
-            true
-        })?;
+    target.store().visit(target.view(), &range, current, current, |key, version| {
+        kvs.push(version.to_key_value(key, false));
+        true
+    })?;
     let target_kind = CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version);
     if kvs.is_empty() {
         if target_kind == CompareTarget::Value {

@@ -100,11 +100,7 @@ pub fn spawn<S: StateMachine>(
         .name("raft".into())
         .spawn(move || node.run(rx))
         .expect("spawn raft thread");
-    Ok(Running {
-        inputs,
-        status,
-        thread,
-    })
+    Ok(Running { inputs, status, thread })
 }
 
 struct Node<S: StateMachine> {
@@ -139,8 +135,7 @@ impl<S: StateMachine> Node<S> {
         } else {
             let conf_state = ConfState::from((config.voters.clone(), vec![]));
             let mut txn = backend.write_txn().map_err(store_error)?;
-            log.set_conf_state(&mut txn, &conf_state)
-                .map_err(store_error)?;
+            log.set_conf_state(&mut txn, &conf_state).map_err(store_error)?;
             txn.commit().map_err(store_error)?;
             MemStorage::new_with_conf_state(conf_state)
         };
@@ -236,8 +231,7 @@ impl<S: StateMachine> Node<S> {
         let context = self.next_context;
         self.next_context = self.next_context.wrapping_add(1);
         self.raw.read_index(context.to_be_bytes().to_vec());
-        self.reads_in_raft
-            .insert(context, std::mem::take(&mut self.reads_queued));
+        self.reads_in_raft.insert(context, std::mem::take(&mut self.reads_queued));
     }
 
     fn on_ready(&mut self) -> heed::Result<()> {
@@ -255,10 +249,8 @@ impl<S: StateMachine> Node<S> {
         self.log.append(&mut txn, ready.entries())?;
         self.apply_entries(&mut txn, &committed, &mut outputs);
         if lone_leader {
-            let normal = ready
-                .entries()
-                .iter()
-                .take_while(|e| e.entry_type == EntryType::EntryNormal);
+            let normal =
+                ready.entries().iter().take_while(|e| e.entry_type == EntryType::EntryNormal);
             let normal: Vec<Entry> = normal.cloned().collect();
             self.apply_entries(&mut txn, &normal, &mut outputs);
         }
@@ -272,8 +264,7 @@ impl<S: StateMachine> Node<S> {
         {
             let store = self.raw.store();
             let mut core = store.wl();
-            core.append(ready.entries())
-                .expect("persisted entries extend the mirror");
+            core.append(ready.entries()).expect("persisted entries extend the mirror");
             if let Some(hs) = ready.hs() {
                 core.set_hardstate(hs.clone());
             }
@@ -368,21 +359,14 @@ impl<S: StateMachine> Node<S> {
         if self.applied < first + self.config.snapshot_count {
             return Ok(());
         }
-        let first_kept = self
-            .applied
-            .saturating_sub(self.config.catch_up_entries)
-            .max(first);
+        let first_kept = self.applied.saturating_sub(self.config.catch_up_entries).max(first);
         let Ok(prev_term) = self.raw.raft.raft_log.term(first_kept - 1) else {
             return Ok(());
         };
         let mut txn = self.backend.write_txn()?;
         self.log.compact(&mut txn, first_kept, prev_term)?;
         txn.commit()?;
-        self.raw
-            .store()
-            .wl()
-            .compact(first_kept)
-            .expect("compaction below the applied index");
+        self.raw.store().wl().compact(first_kept).expect("compaction below the applied index");
         Ok(())
     }
 
@@ -390,9 +374,7 @@ impl<S: StateMachine> Node<S> {
         let raft = &self.raw.raft;
         self.status.term.store(raft.term, Ordering::Relaxed);
         self.status.leader.store(raft.leader_id, Ordering::Relaxed);
-        self.status
-            .commit
-            .store(raft.raft_log.committed.max(self.applied), Ordering::Relaxed);
+        self.status.commit.store(raft.raft_log.committed.max(self.applied), Ordering::Relaxed);
         self.status.applied.store(self.applied, Ordering::Relaxed);
     }
 }

@@ -37,11 +37,7 @@ impl RaftLog {
         let txn = self.backend.read_txn()?;
         let m = &self.backend.meta;
         let Some(conf) = m.get(&txn, meta_key::CONF_STATE)? else {
-            return Ok(Loaded {
-                storage: MemStorage::new(),
-                applied: 0,
-                initialized: false,
-            });
+            return Ok(Loaded { storage: MemStorage::new(), applied: 0, initialized: false });
         };
         let conf_state = ConfState::parse_from_bytes(conf).expect("corrupt raft conf state");
         let hard_state = match m.get(&txn, meta_key::HARD_STATE)? {
@@ -49,10 +45,7 @@ impl RaftLog {
             None => HardState::default(),
         };
         let (start_index, start_term) = self.log_start(&txn)?;
-        let applied = self
-            .backend
-            .meta_u64(&txn, meta_key::APPLIED_INDEX)?
-            .unwrap_or(0);
+        let applied = self.backend.meta_u64(&txn, meta_key::APPLIED_INDEX)?.unwrap_or(0);
 
         let storage = MemStorage::new();
         {
@@ -65,8 +58,7 @@ impl RaftLog {
                 snapshot.mut_metadata().index = start_index;
                 snapshot.mut_metadata().term = start_term;
                 snapshot.mut_metadata().set_conf_state(conf_state);
-                core.apply_snapshot(snapshot)
-                    .expect("fresh MemStorage accepts a snapshot");
+                core.apply_snapshot(snapshot).expect("fresh MemStorage accepts a snapshot");
             }
             let mut entries = Vec::new();
             for item in self.backend.raft_log.iter(&txn)? {
@@ -76,11 +68,7 @@ impl RaftLog {
             core.append(&entries).expect("entries follow the log start");
             core.set_hardstate(hard_state);
         }
-        Ok(Loaded {
-            storage,
-            applied,
-            initialized: true,
-        })
+        Ok(Loaded { storage, applied, initialized: true })
     }
 
     /// (index, term) of the entry just before the first one kept in the log.
@@ -105,9 +93,7 @@ impl RaftLog {
         self.backend.raft_log.delete_range(txn, &stale)?;
         for entry in entries {
             let bytes = entry.write_to_bytes().expect("raft entry encodes");
-            self.backend
-                .raft_log
-                .put(txn, &entry.index.to_be_bytes(), &bytes)?;
+            self.backend.raft_log.put(txn, &entry.index.to_be_bytes(), &bytes)?;
         }
         Ok(())
     }
@@ -123,8 +109,7 @@ impl RaftLog {
     }
 
     pub fn set_applied(&self, txn: &mut RwTxn, index: u64) -> heed::Result<()> {
-        self.backend
-            .put_meta_i64(txn, meta_key::APPLIED_INDEX, index as i64)
+        self.backend.put_meta_i64(txn, meta_key::APPLIED_INDEX, index as i64)
     }
 
     /// Drops entries before `first_kept`; `(index, term)` of the entry before it is kept so

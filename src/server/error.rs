@@ -21,6 +21,8 @@ pub enum Error {
     DuplicateKey,
     #[error("invalid sort option")]
     InvalidSortOption,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("request is too large")]
     RequestTooLarge,
     #[error("request timed out")]

@@ -18,10 +18,14 @@ pub use error::{Error, Result};
 use crate::apply::{Applied, Output};
 use crate::backend::Backend;
 use crate::cluster::Cluster;
+use crate::lease::{self, Lessor};
 use crate::mvcc::{txn, Store};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use crate::pb::rsetcdpb::raft_request::Request;
 use crate::pb::rsetcdpb::RaftRequest;
@@ -47,6 +51,7 @@ struct Inner {
     status: Arc<NodeStatus>,
     cluster: Cluster,
     limits: Limits,
+    lessor: Lessor,
     /// The etcd version this member reports (Status, /version, --version).
     etcd_version: String,
 }
@@ -58,18 +63,11 @@ impl Server {
         status: Arc<NodeStatus>,
         cluster: Cluster,
         limits: Limits,
+        lessor: Lessor,
         etcd_version: String,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                raft,
-                status,
-                cluster,
-                limits,
-                etcd_version,
-            }),
-        }
+        let inner = Inner { store, raft, status, cluster, limits, lessor, etcd_version };
+        Self { inner: Arc::new(inner) }
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -165,11 +163,7 @@ impl Server {
             let store = &self.inner.store;
             let view = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
             let current = store.current_rev(&view)?;
-            let mut target = txn::ReadOnly {
-                store,
-                txn: &view,
-                current,
-            };
+            let mut target = txn::ReadOnly { store, txn: &view, current };
             txn::execute(&mut target, &req)?
         } else {
             match self.propose(Request::Txn(req)).await? {
@@ -191,29 +185,111 @@ impl Server {
         }
     }
 
-    async fn propose(&self, request: Request) -> Result<Applied> {
-        let data = RaftRequest {
-            request: Some(request),
+    /// Grants a lease; ID 0 lets the server pick a random positive one, as etcd does.
+    pub async fn lease_grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        if req.ttl > lease::MAX_TTL {
+            return Err(Error::LeaseTtlTooLarge);
         }
-        .encode_to_vec();
+        if req.id == 0 {
+            // Chosen before proposing so that every member applies the same id.
+            req.id = loop {
+                let id = rand::random::<i64>() & i64::MAX;
+                if id != 0 {
+                    break id;
+                }
+            };
+        }
+        match self.propose(Request::LeaseGrant(req)).await? {
+            Applied::LeaseGrant(mut resp) => {
+                self.stamp(&mut resp.header);
+                Ok(resp)
+            }
+            other => unreachable!("lease grant applied as {other:?}"),
+        }
+    }
+
+    /// Revokes a lease and deletes its keys (also used by the expiry loop).
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        match self.propose(Request::LeaseRevoke(req)).await? {
+            Applied::LeaseRevoke(mut resp) => {
+                self.stamp(&mut resp.header);
+                Ok(resp)
+            }
+            other => unreachable!("lease revoke applied as {other:?}"),
+        }
+    }
+
+    /// One keep-alive: the lease's TTL, or 0 for an unknown or expired lease (not an error).
+    pub fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+        // etcd takes the header before renewing.
+        let header = self.header(self.current_revision()?);
+        let ttl = self.inner.lessor.renew(id).unwrap_or(0);
+        Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl })
+    }
+
+    /// TTL -1 for an unknown lease (not an error), as etcd.
+    pub fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        let store = &self.inner.store;
+        let txn = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let header = Some(self.header(store.current_rev(&txn)?));
+        let Some(remaining) = self.inner.lessor.remaining(req.id) else {
+            return Ok(LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            });
+        };
+        let keys = if req.keys { store.lease_keys(&txn, req.id)? } else { Vec::new() };
+        Ok(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: remaining.ttl,
+            granted_ttl: remaining.granted_ttl,
+            keys,
+        })
+    }
+
+    pub fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
+        let leases = self.inner.lessor.ids().into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(LeaseLeasesResponse { header: Some(self.header(self.current_revision()?)), leases })
+    }
+
+    /// Proposes revokes for expired leases; only the leader does, so members never race.
+    pub async fn expire_leases(&self) {
+        if self.inner.status.leader.load(Ordering::Relaxed) != self.inner.cluster.local.id {
+            return;
+        }
+        // etcd revokes at most 1000 leases per second.
+        for id in self.inner.lessor.take_expired(500) {
+            match self.lease_revoke(LeaseRevokeRequest { id }).await {
+                Ok(_) | Err(Error::Mvcc(crate::mvcc::Error::LeaseNotFound)) => {}
+                Err(err) => {
+                    tracing::warn!(lease = id, error = %err, "failed to revoke an expired lease; will retry");
+                    self.inner.lessor.revoke_failed(id);
+                }
+            }
+        }
+    }
+
+    async fn propose(&self, request: Request) -> Result<Applied> {
+        let data = RaftRequest { request: Some(request) }.encode_to_vec();
         if data.len() > self.inner.limits.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .raft
-            .send(Input::Propose { data, reply })
-            .map_err(|_| Error::Stopped)?;
+        self.inner.raft.send(Input::Propose { data, reply }).map_err(|_| Error::Stopped)?;
         Ok(self.wait(answer).await??)
     }
 
     /// Waits until this member has applied everything committed before now.
     pub async fn read_barrier(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .raft
-            .send(Input::ReadIndex { reply })
-            .map_err(|_| Error::Stopped)?;
+        self.inner.raft.send(Input::ReadIndex { reply }).map_err(|_| Error::Stopped)?;
         self.wait(answer).await?;
         Ok(())
     }

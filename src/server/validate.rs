@@ -53,11 +53,7 @@ pub fn txn(req: &TxnRequest, max_ops: usize) -> Result<()> {
 /// The longest of compares, success and failure must fit in `max_ops`; nested Txns get what
 /// is left.
 fn check_ops(req: &TxnRequest, max_ops: usize) -> Result<()> {
-    let used = req
-        .compare
-        .len()
-        .max(req.success.len())
-        .max(req.failure.len());
+    let used = req.compare.len().max(req.success.len()).max(req.failure.len());
     if used > max_ops {
         return Err(Error::TooManyOps);
     }

@@ -88,23 +88,13 @@ impl WatchHub {
         runtime: tokio::runtime::Handle,
         max_response_bytes: usize,
     ) -> Self {
-        let state = HubState {
-            last_published: current_rev,
-            streams: HashMap::new(),
-            next_stream: 1,
-        };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            store,
-            runtime,
-            max_response_bytes,
-        }
+        let state =
+            HubState { last_published: current_rev, streams: HashMap::new(), next_stream: 1 };
+        Self { state: Arc::new(Mutex::new(state)), store, runtime, max_response_bytes }
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Opens a stream; its responses come out of the returned receiver.
@@ -113,20 +103,10 @@ impl WatchHub {
         let mut state = self.lock();
         let id = state.next_stream;
         state.next_stream += 1;
-        let stream = StreamState {
-            tx,
-            watchers: HashMap::new(),
-            next_watch_id: 0,
-            progress_pending: false,
-        };
+        let stream =
+            StreamState { tx, watchers: HashMap::new(), next_watch_id: 0, progress_pending: false };
         state.streams.insert(id, stream);
-        (
-            WatchStream {
-                hub: self.clone(),
-                id,
-            },
-            rx,
-        )
+        (WatchStream { hub: self.clone(), id }, rx)
     }
 
     /// Delivers the events of one applied revision. Called by the applier after the commit
@@ -167,8 +147,7 @@ impl WatchHub {
 
     fn spawn_catch_up(&self, stream_id: StreamId, watch_id: WatchId) {
         let hub = self.clone();
-        self.runtime
-            .spawn(async move { hub.catch_up(stream_id, watch_id).await });
+        self.runtime.spawn(async move { hub.catch_up(stream_id, watch_id).await });
     }
 
     /// Sends a watcher its missing history, batch by batch, until it reaches the last published
@@ -214,17 +193,13 @@ impl WatchHub {
             // watcher is catching up to; revisions with nothing for this watcher send nothing.
             let responses = {
                 let state = self.lock();
-                let Some(watcher) = state
-                    .streams
-                    .get(&stream_id)
-                    .and_then(|s| s.watchers.get(&watch_id))
+                let Some(watcher) =
+                    state.streams.get(&stream_id).and_then(|s| s.watchers.get(&watch_id))
                 else {
                     return;
                 };
-                let mine: Vec<Event> = batch
-                    .iter()
-                    .flat_map(|r| watcher.select(&r.events))
-                    .collect();
+                let mine: Vec<Event> =
+                    batch.iter().flat_map(|r| watcher.select(&r.events)).collect();
                 if mine.is_empty() {
                     Vec::new()
                 } else {
@@ -237,28 +212,19 @@ impl WatchHub {
                 }
             }
             let mut state = self.lock();
-            let Some(watcher) = state
-                .streams
-                .get_mut(&stream_id)
-                .and_then(|s| s.watchers.get_mut(&watch_id))
+            let Some(watcher) =
+                state.streams.get_mut(&stream_id).and_then(|s| s.watchers.get_mut(&watch_id))
             else {
                 return;
             };
-            watcher.next_rev = watcher.next_rev.max(if read_to >= last {
-                last + 1
-            } else {
-                read_to + 1
-            });
+            watcher.next_rev =
+                watcher.next_rev.max(if read_to >= last { last + 1 } else { read_to + 1 });
             watcher.sent_since_tick = true;
         }
     }
 
     fn read_history(&self, from: i64, to: i64) -> Result<Vec<history::RevisionEvents>, History> {
-        let txn = self
-            .store
-            .backend
-            .read_txn()
-            .map_err(|e| History::Failed(e.into()))?;
+        let txn = self.store.backend.read_txn().map_err(|e| History::Failed(e.into()))?;
         let compacted = self.store.compact_rev(&txn).map_err(History::Failed)?;
         if from < compacted {
             return Err(History::Compacted(compacted));
@@ -308,10 +274,7 @@ impl Watcher {
         max_bytes: usize,
     ) -> Vec<WatchResponse> {
         let whole = WatchResponse {
-            header: Some(ResponseHeader {
-                revision,
-                ..Default::default()
-            }),
+            header: Some(ResponseHeader { revision, ..Default::default() }),
             watch_id,
             events,
             ..Default::default()
@@ -320,19 +283,11 @@ impl Watcher {
             return vec![whole];
         }
         let mut parts: Vec<WatchResponse> = Vec::new();
-        let mut current = WatchResponse {
-            header: whole.header,
-            watch_id,
-            ..Default::default()
-        };
+        let mut current = WatchResponse { header: whole.header, watch_id, ..Default::default() };
         for event in whole.events {
             let size = event.encoded_len();
             if !current.events.is_empty() && current.encoded_len() + size >= max_bytes {
-                let next = WatchResponse {
-                    header: whole.header,
-                    watch_id,
-                    ..Default::default()
-                };
+                let next = WatchResponse { header: whole.header, watch_id, ..Default::default() };
                 let mut done = std::mem::replace(&mut current, next);
                 done.fragment = true;
                 parts.push(done);
@@ -346,10 +301,7 @@ impl Watcher {
 
 fn progress_response(watch_id: WatchId, revision: i64) -> WatchResponse {
     WatchResponse {
-        header: Some(ResponseHeader {
-            revision,
-            ..Default::default()
-        }),
+        header: Some(ResponseHeader { revision, ..Default::default() }),
         watch_id,
         ..Default::default()
     }
@@ -367,10 +319,7 @@ fn compacted_response(watch_id: WatchId, compact_rev: i64) -> WatchResponse {
 
 fn created_failure(reason: &str, revision: i64) -> WatchResponse {
     WatchResponse {
-        header: Some(ResponseHeader {
-            revision,
-            ..Default::default()
-        }),
+        header: Some(ResponseHeader { revision, ..Default::default() }),
         watch_id: -1,
         created: true,
         canceled: true,
@@ -382,11 +331,7 @@ fn created_failure(reason: &str, revision: i64) -> WatchResponse {
 impl WatchStream {
     /// Handles a create request: answers `created` (or a failure) and starts the watcher.
     pub async fn create(&self, req: WatchCreateRequest) {
-        let key = if req.key.is_empty() {
-            vec![0]
-        } else {
-            req.key.clone()
-        };
+        let key = if req.key.is_empty() { vec![0] } else { req.key.clone() };
         let range = KeyRange::new(&key, &req.range_end);
         let hub = &self.hub;
         // Read before taking the hub lock (no store reads under it); catch-up re-checks.
@@ -450,10 +395,7 @@ impl WatchStream {
             (stream.tx.clone(), last)
         };
         let response = WatchResponse {
-            header: Some(ResponseHeader {
-                revision: tx.1,
-                ..Default::default()
-            }),
+            header: Some(ResponseHeader { revision: tx.1, ..Default::default() }),
             watch_id,
             canceled: true,
             ..Default::default()
@@ -509,11 +451,7 @@ fn register(
         }
         stream.next_watch_id
     };
-    let next_rev = if req.start_revision == 0 {
-        last + 1
-    } else {
-        req.start_revision
-    };
+    let next_rev = if req.start_revision == 0 { last + 1 } else { req.start_revision };
     let filters = |f: FilterType| req.filters.contains(&(f as i32));
     let watcher = Watcher {
         range,
@@ -529,10 +467,7 @@ fn register(
     // `created` must reach the client before any event of this watcher, so it is queued
     // before the watcher can receive anything (the caller holds the hub lock).
     let created = WatchResponse {
-        header: Some(ResponseHeader {
-            revision: last,
-            ..Default::default()
-        }),
+        header: Some(ResponseHeader { revision: last, ..Default::default() }),
         watch_id,
         created: true,
         ..Default::default()

@@ -1,0 +1,62 @@
+//! `etcdserverpb.Lease`: thin handlers over [`Server`]; keep-alives are answered from memory.
+
+use tokio_stream::StreamExt;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::to_status;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::server::Server;
+
+pub struct LeaseService {
+    pub server: Server,
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.server.lease_grant(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.server.lease_revoke(request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        let server = self.server.clone();
+        // One response per request, in order; the stream ends when the client's side does.
+        let responses = request.into_inner().map(move |message| match message {
+            Ok(req) => server.lease_keep_alive(req.id).map_err(to_status),
+            Err(status) => Err(status),
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.server.lease_time_to_live(request.into_inner()).map(Response::new).map_err(to_status)
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.server.lease_leases().map(Response::new).map_err(to_status)
+    }
+}
