@@ -27,5 +27,6 @@ pub mod logging;
 pub mod mvcc;
 pub mod pb;
 pub mod raft;
+pub mod recipes;
 pub mod server;
 pub mod watch;

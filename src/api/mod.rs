@@ -2,6 +2,7 @@
 //! Handlers validate nothing themselves and map errors only through [`status::to_status`].
 
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -37,6 +38,7 @@ pub struct ApiSettings {
 
 pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> ClientRouter {
     let quota_bytes = settings.quota_bytes;
+    let recipes = crate::recipes::Recipes { server: server.clone(), hub: hub.clone() };
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -71,8 +73,8 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(AuthServer::new(unbuilt::Unbuilt))
-        .add_service(ElectionServer::new(unbuilt::Unbuilt))
-        .add_service(LockServer::new(unbuilt::Unbuilt))
+        .add_service(ElectionServer::new(election::ElectionService { recipes: recipes.clone() }))
+        .add_service(LockServer::new(election::LockService { recipes }))
         .add_service(health_service)
 }
 

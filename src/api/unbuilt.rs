@@ -14,19 +14,12 @@ use tonic::codegen::http;
 use tonic::Status;
 
 use crate::pb::etcdserverpb::auth_server;
-use crate::pb::{v3electionpb::election_server, v3lockpb::lock_server};
 
 /// A service registered on the client port whose methods all answer Unimplemented for now.
 pub struct Unbuilt;
 
 #[tonic::async_trait]
 impl auth_server::Auth for Unbuilt {}
-
-#[tonic::async_trait]
-impl election_server::Election for Unbuilt {}
-
-#[tonic::async_trait]
-impl lock_server::Lock for Unbuilt {}
 
 /// The generated stubs' message; only responses carrying exactly it are rewritten.
 const STUB_MESSAGE: &str = "Not yet implemented";

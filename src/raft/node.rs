@@ -10,7 +10,7 @@
 //! Ready in the very transaction that persists them: one fsync per batch instead of two.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,9 @@ pub struct NodeStatus {
     pub leader: AtomicU64,
     pub commit: AtomicU64,
     pub applied: AtomicU64,
+    /// This member is leader and the only voter: everything acknowledged is already applied
+    /// here, so a linearizable read needs no ReadIndex round trip.
+    pub lone_leader: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -376,6 +379,8 @@ impl<S: StateMachine> Node<S> {
         self.status.leader.store(raft.leader_id, Ordering::Relaxed);
         self.status.commit.store(raft.raft_log.committed.max(self.applied), Ordering::Relaxed);
         self.status.applied.store(self.applied, Ordering::Relaxed);
+        let lone = raft.state == StateRole::Leader && raft.prs().is_singleton();
+        self.status.lone_leader.store(lone, Ordering::Release);
     }
 }
 
