@@ -29,6 +29,7 @@ pub mod meta_key {
     pub const LOG_START: &[u8] = b"raft_log_start";
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     pub const MEMBER_ID: &[u8] = b"member_id";
+    pub const LEASE_CLOCK: &[u8] = b"lease_clock_ms";
 }
 
 #[derive(Clone)]

@@ -77,8 +77,9 @@ pub async fn run(
     let lessor = Lessor::default();
     {
         let txn = backend.read_txn()?;
+        let clock = store.lease_clock(&txn)?;
         for lease in store.leases(&txn)? {
-            lessor.granted(lease.id, lease.ttl);
+            lessor.resumed(lease.id, lease.ttl, lease.deadline_ms - clock);
         }
     }
     let min_lease_ttl = crate::lease::min_ttl(config.election_timeout);
@@ -104,9 +105,16 @@ pub async fn run(
         let server = server.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+            let mut last_tick = tokio::time::Instant::now();
             loop {
                 ticks.tick().await;
                 server.expire_leases().await;
+                // Without leases no tick is proposed: the clock only needs to move while
+                // leases exist, as a new lease is stored relative to the current clock.
+                match server.lease_tick(last_tick.elapsed()).await {
+                    Ok(_) => last_tick = tokio::time::Instant::now(),
+                    Err(err) => tracing::warn!(error = %err, "lease clock tick failed; will retry"),
+                }
             }
         })
     };

@@ -8,7 +8,6 @@ use heed::RwTxn;
 use prost::Message;
 
 use crate::lease::Lessor;
-use crate::mvcc::lease::StoredLease;
 use crate::mvcc::{self, store, txn, Store, Writer};
 use crate::pb::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
@@ -30,6 +29,7 @@ pub enum Applied {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    LeaseTick,
 }
 
 /// A lease change to hand to the lessor once committed.
@@ -93,7 +93,7 @@ impl Applier {
                 let ttl = req.ttl.max(self.min_lease_ttl);
                 let store = self.store.clone();
                 let mut writer = Writer::new(&store, txn)?;
-                writer.grant_lease(StoredLease { id: req.id, ttl })?;
+                writer.grant_lease(req.id, ttl)?;
                 let header = self.finish(writer)?;
                 self.lease_changes.push(LeaseChange::Granted(req.id, ttl));
                 Ok(Applied::LeaseGrant(LeaseGrantResponse {
@@ -110,6 +110,15 @@ impl Applier {
                 let header = self.finish(writer)?;
                 self.lease_changes.push(LeaseChange::Revoked(req.id));
                 Ok(Applied::LeaseRevoke(LeaseRevokeResponse { header: Some(header) }))
+            }
+            Request::LeaseTick(tick) => {
+                let store = self.store.clone();
+                let mut writer = Writer::new(&store, txn)?;
+                let renewals: Vec<(i64, i64)> =
+                    tick.renewals.iter().map(|r| (r.id, r.remaining_ms)).collect();
+                writer.lease_tick(tick.elapsed_ms, &renewals)?;
+                self.finish(writer)?;
+                Ok(Applied::LeaseTick)
             }
             Request::Compaction(req) => {
                 store::compact(&self.store, txn, req.revision)?;

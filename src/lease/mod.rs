@@ -2,9 +2,13 @@
 //! committed; keep-alives renew it from memory. It only *detects* expiry: the server proposes
 //! a revoke through raft, so every member deletes the same keys at the same revision.
 //!
-//! As etcd without lease checkpoints, a restart gives every lease its full TTL again.
+//! Remaining time survives restarts through the replicated lease clock: the leader proposes
+//! a tick about every 500 ms while leases exist, carrying the time elapsed and the leases
+//! renewed since the previous tick (see [`Lessor::take_renewals`]); each lease's deadline is
+//! stored on that clock, so a restarted member resumes every lease with what it had left, to
+//! within one tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -26,48 +30,84 @@ pub struct Remaining {
     pub ttl: i64,
 }
 
+#[derive(Default)]
+struct Leases {
+    by_id: HashMap<i64, Lease>,
+    /// Renewed since the last tick was taken.
+    renewed: HashSet<i64>,
+}
+
 #[derive(Clone, Default)]
 pub struct Lessor {
-    leases: Arc<Mutex<HashMap<i64, Lease>>>,
+    leases: Arc<Mutex<Leases>>,
 }
 
 impl Lessor {
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Lease>> {
+    fn lock(&self) -> MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A lease granted (or loaded at start-up) now lives for its full TTL.
+    /// A lease granted now lives for its full TTL.
     pub fn granted(&self, id: i64, ttl: i64) {
-        let deadline = Instant::now() + Duration::from_secs(ttl.max(0) as u64);
-        self.lock().insert(id, Lease { ttl, deadline, revoking: false });
+        self.resumed(id, ttl, ttl.max(0).saturating_mul(1000));
+    }
+
+    /// A lease loaded at start-up with `remaining_ms` left (possibly negative: expired).
+    pub fn resumed(&self, id: i64, ttl: i64, remaining_ms: i64) {
+        let deadline = Instant::now() + Duration::from_millis(remaining_ms.max(0) as u64);
+        self.lock().by_id.insert(id, Lease { ttl, deadline, revoking: false });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().by_id.is_empty()
+    }
+
+    /// The leases renewed since the previous call, with the milliseconds each has left.
+    pub fn take_renewals(&self) -> Vec<(i64, i64)> {
+        let now = Instant::now();
+        let mut leases = self.lock();
+        let renewed: Vec<i64> = leases.renewed.drain().collect();
+        let mut out: Vec<(i64, i64)> = renewed
+            .into_iter()
+            .filter_map(|id| {
+                let lease = leases.by_id.get(&id)?;
+                Some((id, lease.deadline.saturating_duration_since(now).as_millis() as i64))
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     pub fn revoked(&self, id: i64) {
-        self.lock().remove(&id);
+        let mut leases = self.lock();
+        leases.by_id.remove(&id);
+        leases.renewed.remove(&id);
     }
 
     /// Restarts a lease's TTL; `None` for an unknown or already expired lease.
     pub fn renew(&self, id: i64) -> Option<i64> {
         let mut leases = self.lock();
-        let lease = leases.get_mut(&id)?;
+        let lease = leases.by_id.get_mut(&id)?;
         let now = Instant::now();
         if lease.deadline <= now {
             return None;
         }
         lease.deadline = now + Duration::from_secs(lease.ttl as u64);
-        Some(lease.ttl)
+        let ttl = lease.ttl;
+        leases.renewed.insert(id);
+        Some(ttl)
     }
 
     pub fn remaining(&self, id: i64) -> Option<Remaining> {
         let leases = self.lock();
-        let lease = leases.get(&id)?;
+        let lease = leases.by_id.get(&id)?;
         let left = lease.deadline.saturating_duration_since(Instant::now());
         // etcd truncates the remaining seconds.
         Some(Remaining { granted_ttl: lease.ttl, ttl: left.as_secs() as i64 })
     }
 
     pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.lock().keys().copied().collect();
+        let mut ids: Vec<i64> = self.lock().by_id.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
@@ -78,6 +118,7 @@ impl Lessor {
         let now = Instant::now();
         let mut leases = self.lock();
         let mut expired: Vec<i64> = leases
+            .by_id
             .iter()
             .filter(|(_, l)| !l.revoking && l.deadline <= now)
             .map(|(&id, _)| id)
@@ -85,7 +126,7 @@ impl Lessor {
         expired.sort_unstable();
         expired.truncate(max);
         for id in &expired {
-            if let Some(lease) = leases.get_mut(id) {
+            if let Some(lease) = leases.by_id.get_mut(id) {
                 lease.revoking = true;
             }
         }
@@ -93,7 +134,7 @@ impl Lessor {
     }
 
     pub fn revoke_failed(&self, id: i64) {
-        if let Some(lease) = self.lock().get_mut(&id) {
+        if let Some(lease) = self.lock().by_id.get_mut(&id) {
             lease.revoking = false;
         }
     }
@@ -123,5 +164,18 @@ mod tests {
         lessor.revoke_failed(7);
         assert_eq!(lessor.take_expired(10), vec![7]);
         assert_eq!(lessor.renew(7), None);
+    }
+
+    #[test]
+    fn renewals_are_reported_once_with_time_left() {
+        let lessor = Lessor::default();
+        lessor.granted(1, 10);
+        lessor.granted(2, 10);
+        assert_eq!(lessor.renew(2), Some(10));
+        let renewals = lessor.take_renewals();
+        assert_eq!(renewals.len(), 1);
+        assert_eq!(renewals[0].0, 2);
+        assert!((9_000..=10_000).contains(&renewals[0].1), "{renewals:?}");
+        assert!(lessor.take_renewals().is_empty());
     }
 }

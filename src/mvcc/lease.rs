@@ -4,14 +4,32 @@
 
 use heed::RoTxn;
 
+use crate::backend::meta_key;
+
 use super::store::{KeyRange, Writer};
 use super::{Error, Result, Store};
 
-/// A lease as stored: its id and granted TTL in seconds.
+/// A lease as stored: its id, granted TTL in seconds, and when it expires on the replicated
+/// lease clock (milliseconds; see [`Writer::lease_tick`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredLease {
     pub id: i64,
     pub ttl: i64,
+    pub deadline_ms: i64,
+}
+
+impl StoredLease {
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.ttl.to_be_bytes());
+        out[8..].copy_from_slice(&self.deadline_ms.to_be_bytes());
+        out
+    }
+
+    fn decode(id: i64, bytes: &[u8]) -> Self {
+        assert_eq!(bytes.len(), 16, "corrupt lease record for {id}: {bytes:?}");
+        StoredLease { id, ttl: decode_i64(&bytes[..8]), deadline_ms: decode_i64(&bytes[8..]) }
+    }
 }
 
 pub fn attachment_key(lease: i64, key: &[u8]) -> Vec<u8> {
@@ -25,10 +43,15 @@ impl Store {
     pub fn leases(&self, txn: &RoTxn) -> Result<Vec<StoredLease>> {
         let mut out = Vec::new();
         for item in self.backend.lease.iter(txn)? {
-            let (id, ttl) = item?;
-            out.push(StoredLease { id: decode_i64(id), ttl: decode_i64(ttl) });
+            let (id, record) = item?;
+            out.push(StoredLease::decode(decode_i64(id), record));
         }
         Ok(out)
+    }
+
+    /// The replicated lease clock: milliseconds of lease time applied so far.
+    pub fn lease_clock(&self, txn: &RoTxn) -> Result<i64> {
+        Ok(self.backend.meta_i64(txn, meta_key::LEASE_CLOCK)?.unwrap_or(0))
     }
 
     /// Keys attached to `lease`, in key order.
@@ -44,14 +67,33 @@ impl Store {
 }
 
 impl Writer<'_, '_, '_> {
-    /// Records a granted lease; an id in use is etcd's "lease already exists".
-    pub fn grant_lease(&mut self, lease: StoredLease) -> Result<()> {
-        let id = lease.id.to_be_bytes();
+    /// Records a granted lease, expiring `ttl` seconds from now on the lease clock; an id in
+    /// use is etcd's "lease already exists".
+    pub fn grant_lease(&mut self, id: i64, ttl: i64) -> Result<StoredLease> {
+        let key = id.to_be_bytes();
         let (store, txn) = self.parts();
-        if store.backend.lease.get(txn, &id)?.is_some() {
+        if store.backend.lease.get(txn, &key)?.is_some() {
             return Err(Error::LeaseExists);
         }
-        store.backend.lease.put(txn, &id, &lease.ttl.to_be_bytes())?;
+        let deadline_ms = store.lease_clock(txn)?.saturating_add(ttl.saturating_mul(1000));
+        let lease = StoredLease { id, ttl, deadline_ms };
+        store.backend.lease.put(txn, &key, &lease.encode())?;
+        Ok(lease)
+    }
+
+    /// Advances the lease clock by `elapsed_ms` and moves the deadlines of renewed leases to
+    /// `remaining_ms` after the new clock. Unknown ids (revoked meanwhile) are skipped.
+    pub fn lease_tick(&mut self, elapsed_ms: i64, renewals: &[(i64, i64)]) -> Result<()> {
+        let (store, txn) = self.parts();
+        let clock = store.lease_clock(txn)?.saturating_add(elapsed_ms.max(0));
+        store.backend.put_meta_i64(txn, meta_key::LEASE_CLOCK, clock)?;
+        for &(id, remaining_ms) in renewals {
+            let key = id.to_be_bytes();
+            let Some(record) = store.backend.lease.get(txn, &key)? else { continue };
+            let mut lease = StoredLease::decode(id, record);
+            lease.deadline_ms = clock.saturating_add(remaining_ms);
+            store.backend.lease.put(txn, &key, &lease.encode())?;
+        }
         Ok(())
     }
 

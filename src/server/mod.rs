@@ -28,7 +28,7 @@ use crate::pb::etcdserverpb::{
     TxnRequest, TxnResponse,
 };
 use crate::pb::rsetcdpb::raft_request::Request;
-use crate::pb::rsetcdpb::RaftRequest;
+use crate::pb::rsetcdpb::{LeaseRenewal, LeaseTick, RaftRequest};
 use crate::raft::{Input, NodeStatus, ProposeError};
 
 /// Limits a client cannot exceed (etcd's `--max-request-bytes`, `--max-txn-ops`).
@@ -274,6 +274,25 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Advances the replicated lease clock by `elapsed` with the keep-alives since the last
+    /// tick (leader only, and only while leases exist). Returns whether a tick was proposed.
+    pub async fn lease_tick(&self, elapsed: std::time::Duration) -> Result<bool> {
+        let lessor = &self.inner.lessor;
+        if self.inner.status.leader.load(Ordering::Relaxed) != self.inner.cluster.local.id
+            || lessor.is_empty()
+        {
+            return Ok(false);
+        }
+        let renewals = lessor
+            .take_renewals()
+            .into_iter()
+            .map(|(id, remaining_ms)| LeaseRenewal { id, remaining_ms })
+            .collect();
+        let tick = LeaseTick { elapsed_ms: elapsed.as_millis() as i64, renewals };
+        self.propose(Request::LeaseTick(tick)).await?;
+        Ok(true)
     }
 
     async fn propose(&self, request: Request) -> Result<Applied> {
