@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,7 @@ func refBin(t testing.TB) string {
 type server struct {
 	label string // "etcd" or "rsetcd"
 	proc  *etcdproc.Proc
+	quiet *quietTB
 	cli   *clientv3.Client
 }
 
@@ -81,8 +83,10 @@ func startPair(t *testing.T) (ref, sut *server) {
 	t.Helper()
 	sutBin := etcdproc.BinFromEnv(t)
 	refPath := refBin(t)
-	ref = &server{label: "etcd", proc: etcdproc.New(t, refPath, memberName)}
-	sut = &server{label: "rsetcd", proc: etcdproc.New(t, sutBin, memberName)}
+	ref = &server{label: "etcd", quiet: &quietTB{TB: t}}
+	sut = &server{label: "rsetcd", quiet: &quietTB{TB: t}}
+	ref.proc = etcdproc.New(ref.quiet, refPath, memberName)
+	sut.proc = etcdproc.New(sut.quiet, sutBin, memberName)
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, s := range []*server{ref, sut} {
@@ -90,6 +94,7 @@ func startPair(t *testing.T) (ref, sut *server) {
 		go func() {
 			defer wg.Done()
 			if err := s.proc.Start(startTimeout); err != nil {
+				s.quiet.loud.Store(true)
 				errs[i] = fmt.Errorf("starting %s (%s): %w", s.label, s.proc.Bin, err)
 				return
 			}
@@ -107,10 +112,24 @@ func startPair(t *testing.T) (ref, sut *server) {
 			if s.cli != nil {
 				s.cli.Close()
 			}
+			if !s.proc.Running() {
+				// It died during the test: its output matters.
+				s.quiet.loud.Store(true)
+			}
 		}
 	})
 	return ref, sut
 }
+
+// quietTB is the testing.TB given to etcdproc: it hides a failed test from
+// etcdproc's cleanup, which would otherwise print 60 lines of each server's
+// log under every diff, unless the server failed to start or died.
+type quietTB struct {
+	testing.TB
+	loud atomic.Bool
+}
+
+func (q *quietTB) Failed() bool { return q.loud.Load() && q.TB.Failed() }
 
 // step is one recorded call: what was called (and where in the scenario)
 // and what came back.
@@ -329,21 +348,51 @@ func lineDiff(a, b string) string {
 			}
 		}
 	}
-	var out strings.Builder
+	// Edit script, then print it with diffContext common lines around changes.
+	type line struct {
+		op   byte
+		text string
+	}
+	var script []line
 	i, j := 0, 0
 	for i < len(x) || j < len(y) {
 		switch {
 		case i < len(x) && j < len(y) && x[i] == y[j]:
-			out.WriteString("    " + x[i] + "\n")
+			script = append(script, line{' ', x[i]})
 			i++
 			j++
-		case j < len(y) && (i == len(x) || lcs[i][j+1] >= lcs[i+1][j]):
-			out.WriteString("  + " + y[j] + "\n")
-			j++
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			script = append(script, line{'-', x[i]})
+			i++
 		default:
-			out.WriteString("  - " + x[i] + "\n")
-			i++
+			script = append(script, line{'+', y[j]})
+			j++
 		}
+	}
+	near := make([]bool, len(script))
+	for k, l := range script {
+		if l.op != ' ' {
+			for d := max(0, k-diffContext); d <= min(len(script)-1, k+diffContext); d++ {
+				near[d] = true
+			}
+		}
+	}
+	var out strings.Builder
+	for k := 0; k < len(script); k++ {
+		if !near[k] {
+			n := 0
+			for k < len(script) && !near[k] {
+				n++
+				k++
+			}
+			k--
+			fmt.Fprintf(&out, "    ... %d unchanged lines\n", n)
+			continue
+		}
+		out.WriteString("  " + string(script[k].op) + " " + script[k].text + "\n")
 	}
 	return out.String()
 }
+
+// diffContext is how many unchanged lines are shown around a change.
+const diffContext = 6
