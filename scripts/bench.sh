@@ -2,6 +2,7 @@
 # Runs etcd's own benchmark tool against rsetcd and the reference etcd 3.6, one after the
 # other on this machine with the same flags, and prints throughput, p99 latency and the
 # rsetcd/etcd ratio per row, plus each server's resident memory after 100,000 keys of 256 B.
+# The watch row counts events delivered to 1,000 watchers (the last summary the tool prints).
 # Both servers fsync before replying (etcd's WAL, rsetcd's LMDB commit).
 # Usage: scripts/bench.sh   (QUICK=1 for a tenth of the requests)
 set -euo pipefail
@@ -19,6 +20,8 @@ rows=(
   "put 100 clients 10 conns|--clients 100 --conns 10 put --total $((50000 / SCALE)) --key-size 8 --val-size 256"
   "range linearizable 100 clients|--clients 100 --conns 10 range bench-key --total $((50000 / SCALE)) --consistency l"
   "range serializable 100 clients|--clients 100 --conns 10 range bench-key --total $((50000 / SCALE)) --consistency s"
+  "watch events, 100 streams x 10|--clients 10 --conns 10 watch --streams 100 --watch-per-stream 10 --put-total $((2000 / SCALE)) --watched-key-total 100"
+  "lease-keepalive 100 clients|--clients 100 --conns 10 lease-keepalive --total $((50000 / SCALE))"
 )
 
 start() { # name binary port -> pid
@@ -43,8 +46,8 @@ for server in rsetcd etcd; do
   for row in "${rows[@]}"; do
     label=${row%%|*}; args=${row#*|}
     out=$("$BENCH" $ep $args 2>&1)
-    rps[$server,$label]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99[$server,$label]=$(awk '/ 99% in/ {print $3}' <<<"$out")
+    rps[$server,$label]=$(awk '/Requests\/sec/ {v=$2} END {print v}' <<<"$out")
+    p99[$server,$label]=$(awk '/ 99% in/ {v=$3} END {print v}' <<<"$out")
   done
   "$BENCH" $ep --clients 50 --conns 10 put --total 100000 --key-space-size 100000 --sequential-keys \
     --key-size 16 --val-size 256 >/dev/null 2>&1
