@@ -7,6 +7,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod status;
+pub mod status_layer;
 pub mod unbuilt;
 pub mod watch;
 
@@ -23,7 +24,7 @@ use crate::watch::WatchHub;
 
 /// The client-port router with its layers.
 pub type ClientRouter =
-    Router<tower::layer::util::Stack<unbuilt::NameUnbuiltLayer, tower::layer::util::Identity>>;
+    Router<tower::layer::util::Stack<status_layer::EtcdStatusLayer, tower::layer::util::Identity>>;
 
 /// etcd accepts this much gRPC framing on top of `--max-request-bytes`.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -55,7 +56,7 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
         .max_decoding_message_size(max_recv);
 
     tonic::transport::Server::builder()
-        .layer(unbuilt::NameUnbuiltLayer)
+        .layer(status_layer::EtcdStatusLayer)
         .add_service(kv)
         .add_service(
             WatchServer::new(watch::WatchService {

@@ -322,14 +322,15 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
         if key.len() > max {
             return Err(Error::KeyTooLong { max });
         }
-        if (keep_value || lease.is_none()) && self.store.backend.live.get(self.txn, key)?.is_none()
-        {
-            return Err(Error::KeyNotFound);
-        }
+        // etcd checks the lease before the key.
         if let Some(id) = lease.filter(|&id| id != 0) {
             if !self.store.lease_exists(self.txn, id)? {
                 return Err(Error::LeaseNotFound);
             }
+        }
+        if (keep_value || lease.is_none()) && self.store.backend.live.get(self.txn, key)?.is_none()
+        {
+            return Err(Error::KeyNotFound);
         }
         Ok(())
     }

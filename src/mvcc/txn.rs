@@ -140,9 +140,7 @@ fn check_path(
     let current = target.current_rev();
     for op in branch(req, succeeded) {
         match &op.request {
-            Some(Request::RequestRange(r)) => {
-                target.store().check_read_rev(target.view(), r.revision, current)?;
-            }
+            Some(Request::RequestRange(r)) => check_range(target, r.revision, current)?,
             Some(Request::RequestPut(p)) => check_put(target, p)?,
             Some(Request::RequestDeleteRange(_)) | None => {}
             Some(Request::RequestTxn(nested)) => check_path(target, nested, path)?,
@@ -151,14 +149,30 @@ fn check_path(
     Ok(())
 }
 
+/// etcd's `checkRange` for ranges inside a Txn: unlike a plain Range, a negative revision is
+/// compared with the compaction point (-1 before any compaction) rather than meaning "latest".
+fn check_range(target: &impl TxnTarget, revision: i64, current: i64) -> Result<()> {
+    if revision == 0 {
+        return Ok(());
+    }
+    if revision > current {
+        return Err(Error::FutureRev);
+    }
+    if revision < target.store().compact_rev(target.view())? {
+        return Err(Error::Compacted);
+    }
+    Ok(())
+}
+
 fn check_put(target: &impl TxnTarget, p: &PutRequest) -> Result<()> {
     let store = target.store();
     let txn = target.view();
-    if (p.ignore_value || p.ignore_lease) && store.backend.live.get(txn, &p.key)?.is_none() {
-        return Err(Error::KeyNotFound);
-    }
+    // etcd checks the lease before the key.
     if !p.ignore_lease && p.lease != 0 && !store.lease_exists(txn, p.lease)? {
         return Err(Error::LeaseNotFound);
+    }
+    if (p.ignore_value || p.ignore_lease) && store.backend.live.get(txn, &p.key)?.is_none() {
+        return Err(Error::KeyNotFound);
     }
     Ok(())
 }
@@ -184,7 +198,8 @@ fn run_path(
             }
             Some(Request::RequestTxn(nested)) => {
                 let mut resp = run_path(target, nested, path)?;
-                resp.header = Some(header(target.current_rev()));
+                // etcd leaves a nested Txn's header empty (only its ops' headers are set).
+                resp.header = Some(ResponseHeader::default());
                 Response::ResponseTxn(resp)
             }
             None => continue,
@@ -204,42 +219,51 @@ fn compare(target: &impl TxnTarget, cmp: &Compare) -> Result<bool> {
         kvs.push(version.to_key_value(key, false));
         true
     })?;
-    let target_kind = CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version);
     if kvs.is_empty() {
-        if target_kind == CompareTarget::Value {
+        if cmp.target == CompareTarget::Value as i32 {
             return Ok(false);
         }
-        return Ok(compare_one(cmp, target_kind, &KeyValue::default()));
+        return Ok(compare_one(cmp, &KeyValue::default()));
     }
-    Ok(kvs.iter().all(|kv| compare_one(cmp, target_kind, kv)))
+    Ok(kvs.iter().all(|kv| compare_one(cmp, kv)))
 }
 
-fn compare_one(cmp: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+fn compare_one(cmp: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
-    let ordering = match (target, &cmp.target_union) {
-        (CompareTarget::Value, Some(TargetUnion::Value(v))) => {
-            kv.value.as_slice().cmp(v.as_slice())
+    // As etcd: the operand counts only when its kind matches the target (else 0 or empty), an
+    // unknown target compares equal, and an unknown result is true.
+    let union = cmp.target_union.as_ref();
+    let ordering = match CompareTarget::try_from(cmp.target) {
+        Ok(CompareTarget::Value) => {
+            let v = match union {
+                Some(TargetUnion::Value(v)) => v.as_slice(),
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(v)
         }
-        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[]),
-        (CompareTarget::Version, u) => kv.version.cmp(&int_target(u)),
-        (CompareTarget::Create, u) => kv.create_revision.cmp(&int_target(u)),
-        (CompareTarget::Mod, u) => kv.mod_revision.cmp(&int_target(u)),
-        (CompareTarget::Lease, u) => kv.lease.cmp(&int_target(u)),
+        Ok(CompareTarget::Version) => kv.version.cmp(&match union {
+            Some(TargetUnion::Version(v)) => *v,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Create) => kv.create_revision.cmp(&match union {
+            Some(TargetUnion::CreateRevision(v)) => *v,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Mod) => kv.mod_revision.cmp(&match union {
+            Some(TargetUnion::ModRevision(v)) => *v,
+            _ => 0,
+        }),
+        Ok(CompareTarget::Lease) => kv.lease.cmp(&match union {
+            Some(TargetUnion::Lease(v)) => *v,
+            _ => 0,
+        }),
+        Err(_) => Ordering::Equal,
     };
-    match CompareResult::try_from(cmp.result).unwrap_or(CompareResult::Equal) {
-        CompareResult::Equal => ordering == Ordering::Equal,
-        CompareResult::Greater => ordering == Ordering::Greater,
-        CompareResult::Less => ordering == Ordering::Less,
-        CompareResult::NotEqual => ordering != Ordering::Equal,
-    }
-}
-
-fn int_target(union: &Option<TargetUnion>) -> i64 {
-    match union {
-        Some(TargetUnion::Version(v))
-        | Some(TargetUnion::CreateRevision(v))
-        | Some(TargetUnion::ModRevision(v))
-        | Some(TargetUnion::Lease(v)) => *v,
-        Some(TargetUnion::Value(_)) | None => 0,
+    match CompareResult::try_from(cmp.result) {
+        Ok(CompareResult::Equal) => ordering == Ordering::Equal,
+        Ok(CompareResult::Greater) => ordering == Ordering::Greater,
+        Ok(CompareResult::Less) => ordering == Ordering::Less,
+        Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
+        Err(_) => true,
     }
 }

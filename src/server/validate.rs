@@ -72,6 +72,15 @@ fn check_ops(req: &TxnRequest, max_ops: usize) -> Result<()> {
     Ok(())
 }
 
+/// The interval etcd's duplicate check uses for a delete: `range_end == "\0"` is taken
+/// literally as the (empty) interval `[key, "\0")`, so a from-key delete never conflicts.
+fn delete_interval(key: &[u8], range_end: &[u8]) -> KeyRange {
+    match range_end {
+        [0] => KeyRange::Between(key.to_vec(), vec![0]),
+        _ => KeyRange::new(key, range_end),
+    }
+}
+
 /// Within one branch a key may not be put twice, nor put inside a range the branch deletes.
 /// The two branches of a nested Txn exclude each other, so each may put the same key.
 /// Returns the keys put and the ranges deleted by `ops`, for the enclosing branch.
@@ -79,7 +88,7 @@ fn intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<KeyRange>)> {
     let mut dels: Vec<KeyRange> = ops
         .iter()
         .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some(KeyRange::new(&d.key, &d.range_end)),
+            Some(Request::RequestDeleteRange(d)) => Some(delete_interval(&d.key, &d.range_end)),
             _ => None,
         })
         .collect();

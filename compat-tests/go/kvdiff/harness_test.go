@@ -3,7 +3,6 @@ package kvdiff
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,42 +18,21 @@ import (
 	"rsetcd/compat-tests/internal/etcdproc"
 )
 
-// RefEnv names the environment variable holding the reference etcd binary.
-const RefEnv = "REF_ETCD_BIN"
-
 const (
 	memberName   = "kvdiff" // both servers get the same member name
 	startTimeout = 60 * time.Second
 	stepTimeout  = 20 * time.Second
 )
 
-// refBin returns $REF_ETCD_BIN, or <repo>/.cache/reference/bin/etcd, where
-// <repo> is the nearest directory above the working directory holding
-// Cargo.toml.
+// refBin returns the reference etcd (etcdproc.RefBin: $REF_ETCD_BIN or
+// <repo>/.cache/reference/bin/etcd) or fails the test saying how to get one.
 func refBin(t testing.TB) string {
 	t.Helper()
-	if bin := os.Getenv(RefEnv); bin != "" {
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatalf("%s=%s: %v", RefEnv, bin, err)
-		}
-		return bin
-	}
-	wd, err := os.Getwd()
+	bin, err := etcdproc.RefBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "Cargo.toml")); err == nil {
-			bin := filepath.Join(dir, ".cache", "reference", "bin", "etcd")
-			if _, err := os.Stat(bin); err != nil {
-				t.Fatalf("reference etcd not found at %s (%v): build etcd v3.6.16 there (scripts/build-reference.sh) or set %s", bin, err, RefEnv)
-			}
-			return bin
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatalf("no Cargo.toml above %s to locate the reference etcd: set %s", wd, RefEnv)
-		}
-	}
+	return bin
 }
 
 // server is one started member with a client.
@@ -228,6 +206,21 @@ func (c *C) RawTxn(r *pb.TxnRequest) {
 
 func (c *C) RawCompact(r *pb.CompactionRequest) {
 	c.do(fmt.Sprintf("raw Compact %d", r.Revision), func(ctx context.Context) (any, error) { return c.kv.Compact(ctx, r) })
+}
+
+// Leases are granted with a fixed ID through the raw stub, so that both
+// servers hold the same lease IDs (clientv3 lets the server pick one).
+
+func (c *C) LeaseGrant(id, ttl int64) {
+	c.do(fmt.Sprintf("raw LeaseGrant %d", id), func(ctx context.Context) (any, error) {
+		return pb.NewLeaseClient(c.cli.ActiveConnection()).LeaseGrant(ctx, &pb.LeaseGrantRequest{ID: id, TTL: ttl})
+	})
+}
+
+func (c *C) LeaseRevoke(id int64) {
+	c.do(fmt.Sprintf("LeaseRevoke %d", id), func(ctx context.Context) (any, error) {
+		return c.cli.Revoke(ctx, clientv3.LeaseID(id))
+	})
 }
 
 // ---- raw request builders ----
