@@ -101,23 +101,7 @@ pub async fn run(
         lessor,
         config.etcd_version.clone(),
     );
-    let expiry = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
-            let mut last_tick = tokio::time::Instant::now();
-            loop {
-                ticks.tick().await;
-                server.expire_leases().await;
-                // Without leases no tick is proposed: the clock only needs to move while
-                // leases exist, as a new lease is stored relative to the current clock.
-                match server.lease_tick(last_tick.elapsed()).await {
-                    Ok(_) => last_tick = tokio::time::Instant::now(),
-                    Err(err) => tracing::warn!(error = %err, "lease clock tick failed; will retry"),
-                }
-            }
-        })
-    };
+    let lease_loop = tokio::spawn(server.clone().run_lease_loop());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -138,7 +122,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
-    expiry.abort();
+    lease_loop.abort();
     for task in tasks {
         task.await.context("client server task")?.context("serving clients")?;
     }

@@ -39,9 +39,14 @@ impl Lease for LeaseService {
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         let server = self.server.clone();
         // One response per request, in order; the stream ends when the client's side does.
-        let responses = request.into_inner().map(move |message| match message {
-            Ok(req) => server.lease_keep_alive(req.id).map_err(to_status),
-            Err(status) => Err(status),
+        let responses = request.into_inner().then(move |message| {
+            let server = server.clone();
+            async move {
+                match message {
+                    Ok(req) => server.lease_keep_alive(req.id).await.map_err(to_status),
+                    Err(status) => Err(status),
+                }
+            }
         });
         Ok(Response::new(Box::pin(responses)))
     }

@@ -52,6 +52,10 @@ struct Inner {
     cluster: Cluster,
     limits: Limits,
     lessor: Lessor,
+    /// The newest lease-renewal take whose tick is committed (see `Lessor::renew`).
+    renewals_durable: tokio::sync::watch::Sender<u64>,
+    /// Wakes the lease loop when renewals wait to be made durable.
+    renewals_waiting: tokio::sync::Notify,
     /// The etcd version this member reports (Status, /version, --version).
     etcd_version: String,
 }
@@ -66,7 +70,19 @@ impl Server {
         lessor: Lessor,
         etcd_version: String,
     ) -> Self {
-        let inner = Inner { store, raft, status, cluster, limits, lessor, etcd_version };
+        let (renewals_durable, _) = tokio::sync::watch::channel(0);
+        let renewals_waiting = tokio::sync::Notify::new();
+        let inner = Inner {
+            store,
+            raft,
+            status,
+            cluster,
+            limits,
+            lessor,
+            renewals_durable,
+            renewals_waiting,
+            etcd_version,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -220,10 +236,19 @@ impl Server {
     }
 
     /// One keep-alive: the lease's TTL, or 0 for an unknown or expired lease (not an error).
-    pub fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+    /// Answered once the renewal is committed through the lease clock, so it survives a crash.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
         // etcd takes the header before renewing.
         let header = self.header(self.current_revision()?);
-        let ttl = self.inner.lessor.renew(id).unwrap_or(0);
+        let Some((ttl, take)) = self.inner.lessor.renew(id) else {
+            return Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl: 0 });
+        };
+        self.inner.renewals_waiting.notify_one();
+        let mut durable = self.inner.renewals_durable.subscribe();
+        let wait = durable.wait_for(|&done| done >= take);
+        if tokio::time::timeout(self.inner.limits.request_timeout, wait).await.is_err() {
+            return Err(Error::Timeout);
+        }
         Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl })
     }
 
@@ -276,22 +301,48 @@ impl Server {
         }
     }
 
+    /// Runs the leader's lease duties until the server stops: proposes revokes for expired
+    /// leases, and ticks the lease clock every 500 ms while leases exist, or at once when
+    /// keep-alives wait for their renewal to be committed.
+    pub async fn run_lease_loop(self) {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.expire_leases().await,
+                _ = self.inner.renewals_waiting.notified() => {}
+            }
+            match self.lease_tick(last_tick.elapsed()).await {
+                // Without leases no tick is proposed: the clock only needs to move while
+                // leases exist, as a new lease is stored relative to the current clock.
+                Ok(_) => last_tick = tokio::time::Instant::now(),
+                Err(err) => tracing::warn!(error = %err, "lease clock tick failed; will retry"),
+            }
+        }
+    }
+
     /// Advances the replicated lease clock by `elapsed` with the keep-alives since the last
     /// tick (leader only, and only while leases exist). Returns whether a tick was proposed.
-    pub async fn lease_tick(&self, elapsed: std::time::Duration) -> Result<bool> {
+    async fn lease_tick(&self, elapsed: std::time::Duration) -> Result<bool> {
         let lessor = &self.inner.lessor;
         if self.inner.status.leader.load(Ordering::Relaxed) != self.inner.cluster.local.id
             || lessor.is_empty()
         {
             return Ok(false);
         }
-        let renewals = lessor
-            .take_renewals()
+        let (take, renewals) = lessor.take_renewals();
+        let renewals = renewals
             .into_iter()
             .map(|(id, remaining_ms)| LeaseRenewal { id, remaining_ms })
             .collect();
         let tick = LeaseTick { elapsed_ms: elapsed.as_millis() as i64, renewals };
         self.propose(Request::LeaseTick(tick)).await?;
+        self.inner.renewals_durable.send_if_modified(|done| {
+            let newer = take > *done;
+            *done = (*done).max(take);
+            newer
+        });
         Ok(true)
     }
 
