@@ -29,6 +29,8 @@ pub enum RecipeError {
     NoLeader,
     #[error("\"leader\" field must be provided")]
     MissingLeaderKey,
+    #[error("mutex: session is expired")]
+    SessionExpired,
 }
 
 pub type Result<T> = std::result::Result<T, RecipeError>;
@@ -149,24 +151,29 @@ impl Recipes {
         }
     }
 
-    /// Campaign: blocks until this lease's key is the oldest under `name/`.
+    /// Campaign: blocks until this lease's key is the oldest under `name/`. If the caller
+    /// goes away while waiting, the key is withdrawn (as etcd resigns a cancelled campaign).
     pub async fn campaign(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<Held> {
         let lease = self.session_lease(lease).await?;
         let prefix = prefix_of(name);
-        let (mut held, resp) = self.enter(&prefix, lease, value).await?;
+        let (held, resp) = self.enter(&prefix, lease, value).await?;
+        let guard = Withdraw::new(self, &held);
         if !resp.succeeded && existing(&resp).is_some_and(|kv| kv.value != value) {
-            held.header = self.proclaim(&held, value).await?;
+            // The header stays the one of the first Txn, as etcd's Campaign returns it.
+            self.proclaim(&held, value).await?;
         }
         self.wait_deletes(&prefix, held.create_revision - 1).await?;
+        guard.disarm();
         Ok(held)
     }
 
     /// Proclaim: a new value for the held leader key, if it is still the one we created.
     pub async fn proclaim(&self, held: &Held, value: &[u8]) -> Result<ResponseHeader> {
+        // With the leader's lease, as etcd's Proclaim (an unknown lease fails the put).
         let put = PutRequest {
             key: held.key.clone(),
             value: value.to_vec(),
-            ignore_lease: true,
+            lease: held.lease,
             ..Default::default()
         };
         let resp = self
@@ -212,45 +219,87 @@ impl Recipes {
         Ok((resp.header.unwrap_or_default(), resp.kvs.into_iter().next()))
     }
 
-    /// Calls `send` with the leader each time it changes (another key, or a new value),
-    /// until `send` returns false.
+    /// Calls `send` with the leader, then with every new value it puts, then with the next
+    /// leader once it is gone (etcd's Observe), until `send` returns false.
     pub async fn observe(
         &self,
         name: &[u8],
         mut send: impl FnMut(ResponseHeader, KeyValue) -> bool,
     ) -> Result<()> {
         let prefix = prefix_of(name);
-        let (stream, mut changes) = self.hub.open_stream();
-        let watch = WatchCreateRequest {
-            key: prefix.clone(),
-            range_end: prefix_end(&prefix),
-            ..Default::default()
-        };
-        stream.create(watch).await;
-        let mut last: Option<(Vec<u8>, i64)> = None;
         loop {
-            let (header, leader) = self.leader(name).await?;
-            if let Some(kv) = leader {
-                let seen = Some((kv.key.clone(), kv.mod_revision));
-                if seen != last {
-                    last = seen;
+            let (header, leader) = match self.leader(name).await? {
+                (header, Some(kv)) => (header, kv),
+                // Nobody campaigns yet: the first key put under the prefix leads.
+                (header, None) => {
+                    let watch = WatchCreateRequest {
+                        key: prefix.clone(),
+                        range_end: prefix_end(&prefix),
+                        start_revision: header.revision + 1,
+                        ..Default::default()
+                    };
+                    let Some(found) = self.first_put(watch).await else { return Ok(()) };
+                    found
+                }
+            };
+            if !send(header, leader.clone()) {
+                return Ok(());
+            }
+            let watch = WatchCreateRequest {
+                key: leader.key.clone(),
+                start_revision: header.revision + 1,
+                ..Default::default()
+            };
+            let (stream, mut changes) = self.hub.open_stream();
+            stream.create(watch).await;
+            'leader: while let Some(resp) = changes.recv().await {
+                if resp.canceled {
+                    return Ok(());
+                }
+                for event in resp.events {
+                    if event.r#type == EventType::Delete as i32 {
+                        break 'leader;
+                    }
+                    let Some(kv) = event.kv else { continue };
+                    let header = resp.header.unwrap_or_default();
                     if !send(header, kv) {
                         return Ok(());
                     }
                 }
             }
-            if changes.recv().await.is_none() {
-                return Ok(());
-            }
         }
     }
 
-    /// Lock: blocks until this lease's key is the oldest under `name/`; returns it.
+    /// The first PUT a watch sees, with its response header.
+    async fn first_put(&self, watch: WatchCreateRequest) -> Option<(ResponseHeader, KeyValue)> {
+        let (stream, mut changes) = self.hub.open_stream();
+        stream.create(watch).await;
+        while let Some(resp) = changes.recv().await {
+            if resp.canceled {
+                return None;
+            }
+            let put = resp.events.into_iter().find(|e| e.r#type == EventType::Put as i32);
+            if let Some(kv) = put.and_then(|e| e.kv) {
+                return Some((resp.header.unwrap_or_default(), kv));
+            }
+        }
+        None
+    }
+
+    /// Lock: blocks until this lease's key is the oldest under `name/`; returns it. If the
+    /// caller goes away while waiting, the key is removed so that it blocks nobody.
     pub async fn lock(&self, name: &[u8], lease: i64) -> Result<Held> {
         let lease = self.session_lease(lease).await?;
         let prefix = prefix_of(name);
         let (mut held, _) = self.enter(&prefix, lease, b"").await?;
+        let guard = Withdraw::new(self, &held);
         held.header = self.wait_deletes(&prefix, held.create_revision - 1).await?;
+        guard.disarm();
+        // The key may have gone with its lease while waiting: then the lock was never ours.
+        let own = RangeRequest { key: held.key.clone(), ..Default::default() };
+        if self.server.range(own).await?.kvs.is_empty() {
+            return Err(RecipeError::SessionExpired);
+        }
         Ok(held)
     }
 
@@ -261,6 +310,38 @@ impl Recipes {
             .delete_range(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })
             .await?;
         Ok(resp.header.unwrap_or_default())
+    }
+}
+
+/// Withdraws a contender's key if its Lock or Campaign is abandoned while waiting (the gRPC
+/// call was cancelled and its future dropped): deletes the key if it is still the one we
+/// created, like etcd's Resign.
+struct Withdraw {
+    recipes: Option<Recipes>,
+    held: Held,
+}
+
+impl Withdraw {
+    fn new(recipes: &Recipes, held: &Held) -> Self {
+        Self { recipes: Some(recipes.clone()), held: held.clone() }
+    }
+
+    fn disarm(mut self) {
+        self.recipes = None;
+    }
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let Some(recipes) = self.recipes.take() else { return };
+        let held = self.held.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = recipes.resign(&held).await {
+                    tracing::warn!(error = %err, "could not withdraw an abandoned lock or campaign key");
+                }
+            });
+        }
     }
 }
 

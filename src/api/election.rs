@@ -21,10 +21,11 @@ pub struct LockService {
     pub recipes: Recipes,
 }
 
-/// Recipe errors travel as codes.Unknown with their text, as etcd's do.
+/// Every recipe error travels as codes.Unknown with its text, as etcd's do (its recipes run
+/// through an internal client, whose errors lose their gRPC codes).
 fn recipe_status(err: RecipeError) -> Status {
     match err {
-        RecipeError::Server(e) => to_status(e),
+        RecipeError::Server(e) => Status::unknown(to_status(e).message()),
         other => Status::unknown(other.to_string()),
     }
 }

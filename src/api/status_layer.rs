@@ -3,7 +3,8 @@
 //! - The generated stubs' `Unimplemented` ("Not yet implemented") names the gRPC path, so a
 //!   user sees at once which RPC rsetcd lacks.
 //! - A request over the gRPC size limit gets grpc-go's `ResourceExhausted` text (tonic says
-//!   `OutOfRange` in its own words), which clients and scripts match on.
+//!   `OutOfRange` in its own words), and an expired deadline grpc-go's `DeadlineExceeded`
+//!   (tonic says `Cancelled`), which clients and scripts match on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,6 +106,10 @@ fn etcd_status(status: &Status, path: &str) -> Option<Status> {
     match status.code() {
         Code::Unimplemented if status.message() == STUB_MESSAGE => {
             Some(Status::unimplemented(format!("rsetcd: {path} is not implemented yet")))
+        }
+        // tonic's answer to an expired grpc-timeout; grpc-go (and so etcd) says this.
+        Code::Cancelled if status.message() == "Timeout expired" => {
+            Some(Status::deadline_exceeded("context deadline exceeded"))
         }
         Code::OutOfRange => {
             // tonic: "Error, decoded message length too large: found N bytes, the limit is: M bytes"
