@@ -49,6 +49,25 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #   put @hex:01ff7f k                   an argument given as hex bytes (argv cannot hold NUL)
 #   put @repeat:1000:k v                an argument made of "k" repeated 1000 times
 #   txn -i <<END ... ${L} ... END       captured variables are expanded in stdin too
+#
+# Commands that never exit by themselves (watch) run in the background:
+#
+#   &W watch --prefix a --prev-kv       start etcdctl in the background as W (stdin stays
+#                                       open; a <<END heredoc is written to it first), then
+#                                       wait BG_SETTLE seconds so that it has connected and
+#                                       created its watch before the next step
+#   send W progress                     write the rest of the line (raw, ${VAR} expanded)
+#                                       plus a newline to W's stdin, then wait BG_SETTLE
+#                                       seconds (for `watch -i`: watch ..., progress)
+#   wait W [1.0]                        wait until W has printed nothing for the given
+#                                       seconds (default WAIT_QUIET), stop it (SIGTERM) if it
+#                                       still runs, and record its stdout/stderr/exit; the
+#                                       exit is "stopped" when the harness ended it
+#   timeout 1.5 watch --rev=1 k         run in the foreground, stop it after exactly 1.5 s
+#                                       unless it exits first (for replays, errors)
+#
+# Background commands still running at the end of a scenario are waited for as if the
+# scenario ended with `wait W`.
 # --------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -57,6 +76,10 @@ class Step:
     args: list                      # argv tail (str or bytes), ${VAR} still unexpanded
     stdin: Optional[bytes] = None
     capture: Optional[str] = None
+    kind: str = "run"               # run | bg (&W ...) | send | wait | timeout
+    name: Optional[str] = None      # background process name (bg, send, wait)
+    seconds: Optional[float] = None  # wait: quiet period; timeout: run time
+    text: Optional[str] = None      # send: the raw line for stdin
 
 
 @dataclasses.dataclass
@@ -93,6 +116,28 @@ def _parse_arg(tok: str):
     if m:
         return m.group(2) * int(m.group(1))
     return tok
+
+
+def _make_step(line: str, stdin: Optional[bytes], capture: Optional[str]) -> Step:
+    m = re.match(r"^&(\w+)\s+(.+)$", line)
+    if m:
+        return Step(line=line, args=[_parse_arg(t) for t in shlex.split(m.group(2))],
+                    stdin=stdin, kind="bg", name=m.group(1))
+    m = re.match(r"^send\s+(\w+)\s+(.*)$", line)
+    if m:
+        return Step(line=line, args=[], kind="send", name=m.group(1), text=m.group(2))
+    m = re.match(r"^wait\s+(\w+)(?:\s+(\d+(?:\.\d+)?))?$", line)
+    if m:
+        return Step(line=line, args=[], kind="wait", name=m.group(1),
+                    seconds=float(m.group(2)) if m.group(2) else None)
+    m = re.match(r"^timeout\s+(\d+(?:\.\d+)?)\s+(.+)$", line)
+    if m:
+        return Step(line=line, args=[_parse_arg(t) for t in shlex.split(m.group(2))],
+                    stdin=stdin, kind="timeout", seconds=float(m.group(1)))
+    if re.match(r"^(&|send\b|wait\b|timeout\b)", line):
+        raise ValueError(f"malformed step {line!r}")
+    return Step(line=line, args=[_parse_arg(t) for t in shlex.split(line)],
+                stdin=stdin, capture=capture)
 
 
 def parse_scenario_file(path: Path) -> list:
@@ -149,8 +194,10 @@ def parse_scenario_file(path: Path) -> list:
                 stdin = bytes.fromhex(m.group(2))
 
         for expanded in _expand_repeat(line):
-            args = [_parse_arg(t) for t in shlex.split(expanded)]
-            cur.steps.append(Step(line=expanded, args=args, stdin=stdin, capture=capture))
+            try:
+                cur.steps.append(_make_step(expanded, stdin, capture))
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}") from None
     for s in scenarios:
         if not s.steps:
             raise ValueError(f"{path}: scenario {s.name} has no steps")
@@ -300,9 +347,10 @@ class Record:
     exit: str
     stdout: str
     stderr: str
+    prompt: str = "$ etcdctl "      # "$ " for the harness's own steps (&W, send, wait, timeout)
 
     def render(self) -> str:
-        out = [f"$ etcdctl {self.line}", f"[exit {self.exit}]"]
+        out = [f"{self.prompt}{self.line}", f"[exit {self.exit}]"]
         if self.stdout:
             out += ["stdout:"] + ["  " + l for l in self.stdout.split("\n")]
         if self.stderr:
@@ -349,10 +397,104 @@ def learn_ids(server: Server, client: Client):
 MAX_CONSECUTIVE_DEADLINES = 2
 
 
+# Background commands (`&W ...`, `timeout T ...`).
+BG_SETTLE = 0.5      # after `&W ...` and `send W ...`: time to connect / create the watch
+WAIT_QUIET = 1.0     # `wait W`: default seconds without new output before stopping W
+WAIT_CAP = 30.0      # `wait W`: stop W after this long even if it keeps printing
+HARNESS_PROMPT = "$ "
+
+
+class Background:
+    """An etcdctl process that does not exit by itself: stdin stays open, stdout and
+    stderr are collected by reader threads that also note when output last arrived."""
+
+    def __init__(self, argv: list, env: dict, stdin: bytes):
+        import threading
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.out, self.err = bytearray(), bytearray()
+        self.last_output = time.monotonic()
+        self.threads = [threading.Thread(target=self._read, args=(f, buf), daemon=True)
+                        for f, buf in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self.threads:
+            t.start()
+        if stdin:
+            self.send(stdin)
+
+    def _read(self, f, buf):
+        while True:
+            chunk = os.read(f.fileno(), 65536)
+            if not chunk:
+                return
+            buf.extend(chunk)
+            self.last_output = time.monotonic()
+
+    def send(self, data: bytes):
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # it already exited: its exit and output show that
+
+    def stop(self, quiet: Optional[float] = None, fixed: Optional[float] = None):
+        """Waits (until `quiet` seconds without output, or `fixed` seconds), then stops the
+        process if it still runs. Returns (exit, stdout, stderr); exit is "stopped" when
+        the harness ended it."""
+        start = time.monotonic()
+        while self.proc.poll() is None:
+            now = time.monotonic()
+            if fixed is not None and now - start >= fixed:
+                break
+            if quiet is not None and now - max(self.last_output, start) >= quiet:
+                break
+            if now - start >= WAIT_CAP:
+                break
+            time.sleep(0.01)
+        stopped = False
+        if self.proc.poll() is None:
+            stopped = True
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for t in self.threads:
+            t.join(timeout=5)
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        code = "stopped" if stopped else str(self.proc.returncode)
+        return code, bytes(self.out), bytes(self.err)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
+    background = {}   # name -> (Background, Step)
+    try:
+        return _run_steps(scenario, server, client, background)
+    finally:
+        for bg, _ in background.values():
+            bg.kill()
+
+
+def _run_steps(scenario: Scenario, server: Server, client: Client, background: dict) -> list:
     vars_ = {}
     records = []
     deadlines = 0
+
+    def finish(name: str, line: str, quiet=None, fixed=None):
+        bg, started = background.pop(name)
+        code, out, err = bg.stop(quiet=quiet, fixed=fixed)
+        ctx = NormContext(server=server, captures=dict(vars_), args=started.args)
+        records.append(Record(line=line, exit=code, stdout=normalize_stdout(out, ctx),
+                              stderr=normalize_stderr(err, ctx), prompt=HARNESS_PROMPT))
+
     for n, step in enumerate(scenario.steps):
         if deadlines >= MAX_CONSECUTIVE_DEADLINES:
             records.append(Record(line=f"... {len(scenario.steps) - n} more step(s)",
@@ -364,6 +506,32 @@ def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
         stdin = step.stdin if step.stdin is not None else b""
         if b"${" in stdin:
             stdin = _expand_vars(stdin.decode(), vars_).encode()
+        if step.kind == "bg":
+            if step.name in background:
+                raise ValueError(f"background command {step.name} is already running")
+            background[step.name] = (Background(argv, client.env, stdin), step)
+            time.sleep(BG_SETTLE)
+            records.append(Record(line=step.line, exit="started", stdout="", stderr="",
+                                  prompt=HARNESS_PROMPT))
+            continue
+        if step.kind == "send":
+            if step.name not in background:
+                raise ValueError(f"send to {step.name}, which is not running")
+            background[step.name][0].send((_expand_vars(step.text, vars_) + "\n").encode())
+            time.sleep(BG_SETTLE)
+            records.append(Record(line=step.line, exit="sent", stdout="", stderr="",
+                                  prompt=HARNESS_PROMPT))
+            continue
+        if step.kind == "wait":
+            if step.name not in background:
+                raise ValueError(f"wait for {step.name}, which is not running")
+            finish(step.name, step.line,
+                   quiet=step.seconds if step.seconds is not None else WAIT_QUIET)
+            continue
+        if step.kind == "timeout":
+            background["\0timeout"] = (Background(argv, client.env, stdin), step)
+            finish("\0timeout", step.line, fixed=step.seconds)
+            continue
         try:
             p = subprocess.run(argv, input=stdin,
                                capture_output=True, env=client.env, timeout=STEP_TIMEOUT)
@@ -385,6 +553,8 @@ def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
         records.append(Record(line=step.line, exit=code,
                               stdout=normalize_stdout(out, ctx),
                               stderr=normalize_stderr(err, ctx)))
+    for name in list(background):
+        finish(name, f"wait {name}  (end of scenario)", quiet=WAIT_QUIET)
     return records
 
 

@@ -67,6 +67,9 @@ type Proc struct {
 	ClientURL string
 	PeerURL   string
 	LogPath   string
+	// ExtraArgs are appended to Args (e.g. --max-request-bytes=...); set
+	// them before Start.
+	ExtraArgs []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -104,7 +107,7 @@ func New(t testing.TB, bin, name string) *Proc {
 
 // Args are the command-line flags the member is started with.
 func (p *Proc) Args() []string {
-	return []string{
+	return append([]string{
 		"--name", p.Name,
 		"--data-dir", p.DataDir,
 		"--listen-client-urls", p.ClientURL,
@@ -112,7 +115,17 @@ func (p *Proc) Args() []string {
 		"--listen-peer-urls", p.PeerURL,
 		"--initial-advertise-peer-urls", p.PeerURL,
 		"--initial-cluster", p.Name + "=" + p.PeerURL,
+	}, p.ExtraArgs...)
+}
+
+// Pid returns the process id of the running server, or 0 when none runs.
+func (p *Proc) Pid() int {
+	if !p.Running() {
+		return 0
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
 }
 
 // Running reports whether a started process has not exited yet.
