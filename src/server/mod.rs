@@ -150,55 +150,48 @@ impl Server {
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
         validate::put(&req)?;
-        match self.propose(Request::Put(req)).await? {
-            Applied::Put(mut resp) => {
-                self.stamp(&mut resp.header);
-                Ok(resp)
-            }
-            other => unreachable!("put applied as {other:?}"),
-        }
+        self.write(Request::Put(req), |a| match a {
+            Applied::Put(resp) => Some(resp),
+            _ => None,
+        })
+        .await
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         validate::delete_range(&req)?;
-        match self.propose(Request::DeleteRange(req)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.stamp(&mut resp.header);
-                Ok(resp)
-            }
-            other => unreachable!("delete applied as {other:?}"),
-        }
+        self.write(Request::DeleteRange(req), |a| match a {
+            Applied::DeleteRange(resp) => Some(resp),
+            _ => None,
+        })
+        .await
     }
 
     /// A Txn that writes goes through raft; a read-only one is served locally after the same
     /// read barrier as a linearizable Range (etcd does the same).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
         validate::txn(&req, self.inner.limits.max_txn_ops)?;
-        let mut resp = if txn::is_read_only(&req) {
-            self.read_barrier().await?;
-            let store = &self.inner.store;
-            let view = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
-            let current = store.current_rev(&view)?;
-            let mut target = txn::ReadOnly { store, txn: &view, current };
-            txn::execute(&mut target, &req)?
-        } else {
-            match self.propose(Request::Txn(req)).await? {
-                Applied::Txn(resp) => resp,
-                other => unreachable!("txn applied as {other:?}"),
-            }
-        };
+        if !txn::is_read_only(&req) {
+            let take = |a| match a {
+                Applied::Txn(resp) => Some(resp),
+                _ => None,
+            };
+            return self.write(Request::Txn(req), take).await;
+        }
+        self.read_barrier().await?;
+        let store = &self.inner.store;
+        let view = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let current = store.current_rev(&view)?;
+        let mut resp = txn::execute(&mut txn::ReadOnly { store, txn: &view, current }, &req)?;
         self.stamp(&mut resp.header);
         Ok(resp)
     }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        match self.propose(Request::Compaction(req)).await? {
-            Applied::Compaction(mut resp) => {
-                self.stamp(&mut resp.header);
-                Ok(resp)
-            }
-            other => unreachable!("compaction applied as {other:?}"),
-        }
+        self.write(Request::Compaction(req), |a| match a {
+            Applied::Compaction(resp) => Some(resp),
+            _ => None,
+        })
+        .await
     }
 
     /// Grants a lease; ID 0 lets the server pick a random positive one, as etcd does.
@@ -215,24 +208,20 @@ impl Server {
                 }
             };
         }
-        match self.propose(Request::LeaseGrant(req)).await? {
-            Applied::LeaseGrant(mut resp) => {
-                self.stamp(&mut resp.header);
-                Ok(resp)
-            }
-            other => unreachable!("lease grant applied as {other:?}"),
-        }
+        self.write(Request::LeaseGrant(req), |a| match a {
+            Applied::LeaseGrant(resp) => Some(resp),
+            _ => None,
+        })
+        .await
     }
 
     /// Revokes a lease and deletes its keys (also used by the expiry loop).
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        match self.propose(Request::LeaseRevoke(req)).await? {
-            Applied::LeaseRevoke(mut resp) => {
-                self.stamp(&mut resp.header);
-                Ok(resp)
-            }
-            other => unreachable!("lease revoke applied as {other:?}"),
-        }
+        self.write(Request::LeaseRevoke(req), |a| match a {
+            Applied::LeaseRevoke(resp) => Some(resp),
+            _ => None,
+        })
+        .await
     }
 
     /// One keep-alive: the lease's TTL, or 0 for an unknown or expired lease (not an error).
@@ -346,6 +335,19 @@ impl Server {
         Ok(true)
     }
 
+    /// Proposes a client write and returns its response, stamped with this member's header.
+    /// `take` picks the response out of what the applier returned for this kind of request.
+    async fn write<T: Stamped>(
+        &self,
+        request: Request,
+        take: fn(Applied) -> Option<T>,
+    ) -> Result<T> {
+        let applied = self.propose(request).await?;
+        let mut resp = take(applied).expect("a request applies as its own kind of response");
+        self.stamp(resp.header_mut());
+        Ok(resp)
+    }
+
     async fn propose(&self, request: Request) -> Result<Applied> {
         let data = RaftRequest { request: Some(request) }.encode_to_vec();
         if data.len() > self.inner.limits.max_request_bytes {
@@ -379,3 +381,27 @@ impl Server {
         }
     }
 }
+
+/// A response with a header to stamp.
+trait Stamped {
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! stamped {
+    ($($response:ty),*) => {$(
+        impl Stamped for $response {
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+stamped!(
+    PutResponse,
+    DeleteRangeResponse,
+    TxnResponse,
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse
+);
