@@ -403,13 +403,15 @@ impl WatchStream {
         let _ = tx.0.send(response).await;
     }
 
-    /// Answers a progress request once every watcher of this stream is synced.
+    /// Answers a progress request once every watcher of this stream is synced. As etcd, a
+    /// stream without watchers, or with one whose start revision is still ahead, gets nothing.
     pub fn request_progress(&self) {
         let mut state = self.hub.lock();
         let last = state.last_published;
-        let Some(stream) = state.streams.get_mut(&self.id) else {
+        let Some(stream) = state.streams.get_mut(&self.id) else { return };
+        if stream.watchers.is_empty() || stream.watchers.values().any(|w| w.next_rev > last + 1) {
             return;
-        };
+        }
         if stream.watchers.values().all(|w| w.synced) {
             let _ = stream.tx.try_send(progress_response(-1, last));
         } else {
@@ -443,13 +445,16 @@ fn register(
     last: i64,
     compact: i64,
 ) -> Option<(WatchId, Option<i64>, bool)> {
+    // Automatic ids only count up on a stream (as etcd's), so a cancelled watcher's id is
+    // never handed out again while its last events may still be in flight.
     let watch_id = if req.watch_id != 0 {
         req.watch_id
     } else {
         while stream.watchers.contains_key(&stream.next_watch_id) {
             stream.next_watch_id += 1;
         }
-        stream.next_watch_id
+        stream.next_watch_id += 1;
+        stream.next_watch_id - 1
     };
     let next_rev = if req.start_revision == 0 { last + 1 } else { req.start_revision };
     let filters = |f: FilterType| req.filters.contains(&(f as i32));
