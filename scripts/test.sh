@@ -22,7 +22,7 @@ scripts/build-reference.sh
 
 export RSETCD_BIN="$ROOT/target/debug/rsetcd"
 
-step "Go: descriptor equality with go.etcd.io/etcd/api/v3, kill -9 durability (clientv3)"
+step "Go: descriptors, kill -9 durability, clientv3 suites (kvdiff, watch, lease, concurrency, recipes)"
 (cd compat-tests/go && "$GO" test -count=1 ./...)
 
 step "etcdctl differential suite: rsetcd against reference etcd"

@@ -2,14 +2,11 @@ package lease
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"rsetcd/compat-tests/internal/wire"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/status"
 
 	"rsetcd/compat-tests/internal/etcdproc"
 )
@@ -74,18 +71,4 @@ func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
 
-// errString renders an error the way clients can tell errors apart: gRPC
-// code and message. nil is "ok".
-func errString(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return fmt.Sprintf("error(%s, %q)", ee.Code(), ee.Error())
-	}
-	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("error(%s, %q)", s.Code(), s.Message())
-	}
-	return fmt.Sprintf("error(%q)", err.Error())
-}
+func errString(err error) string { return wire.ErrString(err) }

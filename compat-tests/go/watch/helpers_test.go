@@ -3,19 +3,17 @@ package watch
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
+	"rsetcd/compat-tests/internal/wire"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/status"
 
 	"rsetcd/compat-tests/internal/etcdproc"
 )
@@ -147,21 +145,7 @@ func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
 
-// errString renders an error the way clients can tell errors apart: gRPC
-// code and message. nil is "ok".
-func errString(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return fmt.Sprintf("error(%s, %q)", ee.Code(), ee.Error())
-	}
-	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("error(%s, %q)", s.Code(), s.Message())
-	}
-	return fmt.Sprintf("error(%q)", err.Error())
-}
+func errString(err error) string { return wire.ErrString(err) }
 
 // fmtKV renders a KeyValue with every field; nil is "-".
 func fmtKV(kv *mvccpb.KeyValue) string {
