@@ -2,13 +2,13 @@ package lease
 
 import (
 	"context"
-	"rsetcd/compat-tests/internal/wire"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"rsetcd/compat-tests/internal/etcdproc"
+	"rsetcd/compat-tests/internal/wire"
 )
 
 const (

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"rsetcd/compat-tests/internal/wire"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"rsetcd/compat-tests/internal/etcdproc"
+	"rsetcd/compat-tests/internal/wire"
 )
 
 const (
