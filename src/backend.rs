@@ -35,23 +35,22 @@ pub mod meta_key {
 #[derive(Clone)]
 pub struct Backend {
     pub env: &'static Env<WithoutTls>,
-    /// user key -> the key's current version (only keys that exist now).
+    /// stored key -> metadata of the key's current version (only keys that exist now).
+    /// Stored keys are user keys, or digests of long ones: see `mvcc::keys`.
     pub live: Table,
-    /// (user key, revision) -> the version written at that revision, or a tombstone.
+    /// (stored key, revision) -> the version written at that revision, or a tombstone.
     pub hist: HistTable,
     /// revision -> which key changed at it, in write order (watch replay, compaction).
     pub revlog: Table,
     /// lease id -> lease record.
     pub lease: Table,
-    /// lease id (8 bytes BE) + user key -> nothing: which keys a lease holds, in key order.
+    /// lease id (8 bytes BE) + stored key -> the user key if it is a digest key, else nothing:
+    /// which keys a lease holds.
     pub lease_keys: Table,
     /// raft log: index (8 bytes BE) -> encoded raft entry.
     pub raft_log: Table,
     /// small named values, see [`meta_key`].
     pub meta: Table,
-    /// Longest user key the tables can hold: LMDB's key limit (about 1.9 KiB with 4 KiB pages,
-    /// built with `longer-keys`) minus the revision suffix of the history table.
-    pub max_key_len: usize,
 }
 
 impl Backend {
@@ -87,8 +86,10 @@ impl Backend {
             Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
         })?;
         let (hist, [lease_keys, live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
-        let max_key_len = env.max_key_size() - crate::mvcc::revision::Revision::LEN;
-        Ok(Self { env, live, hist, revlog, lease, lease_keys, raft_log, meta, max_key_len })
+        // Digest keys plus the longest suffix a table appends must fit LMDB's key limit.
+        let longest = crate::mvcc::keys::INLINE_MAX + 32 + crate::mvcc::Revision::LEN;
+        assert!(longest <= env.max_key_size(), "LMDB key limit below {longest} bytes");
+        Ok(Self { env, live, hist, revlog, lease, lease_keys, raft_log, meta })
     }
 
     pub fn read_txn(&self) -> heed::Result<RoTxn<'_, WithoutTls>> {

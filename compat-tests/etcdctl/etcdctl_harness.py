@@ -48,6 +48,7 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #                                       optional); also allowed inside heredoc bodies
 #   put @hex:01ff7f k                   an argument given as hex bytes (argv cannot hold NUL)
 #   put @repeat:1000:k v                an argument made of "k" repeated 1000 times
+#   put @repeat:1000:k:/a v             the same followed by "/a"
 #   txn -i <<END ... ${L} ... END       captured variables are expanded in stdin too
 #
 # Commands that never exit by themselves (watch) run in the background:
@@ -112,9 +113,9 @@ def _expand_repeat(line: str) -> list:
 def _parse_arg(tok: str):
     if tok.startswith("@hex:"):
         return bytes.fromhex(tok[len("@hex:"):])
-    m = re.match(r"^@repeat:(\d+):(.*)$", tok, re.S)
+    m = re.match(r"^@repeat:(\d+):([^:]*)(?::(.*))?$", tok, re.S)
     if m:
-        return m.group(2) * int(m.group(1))
+        return m.group(2) * int(m.group(1)) + (m.group(3) or "")
     return tok
 
 

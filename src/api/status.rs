@@ -20,9 +20,6 @@ pub fn to_status(err: Error) -> Status {
         Error::Mvcc(mvcc::Error::LeaseNotFound) => {
             (Code::NotFound, "etcdserver: requested lease not found")
         }
-        Error::Mvcc(e @ mvcc::Error::KeyTooLong { .. }) => {
-            return Status::invalid_argument(format!("rsetcd: {e}"));
-        }
         Error::Mvcc(mvcc::Error::Storage(e)) => {
             return Status::unknown(format!("rsetcd: storage error: {e}"))
         }

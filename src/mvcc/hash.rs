@@ -11,6 +11,7 @@
 use heed::RoTxn;
 use prost::Message;
 
+use super::keys;
 use super::record::{self, KIND_TOMBSTONE};
 use super::revision::{hist_key, Revision};
 use super::{Error, Result, Store};
@@ -59,12 +60,7 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         let value = if tombstone {
             KeyValue { key: key.to_vec(), ..Default::default() }
         } else {
-            let bytes = store
-                .backend
-                .hist
-                .get(txn, &hist_key(key, at))?
-                .unwrap_or_else(|| panic!("revlog names {at:?} but hist lacks it"));
-            let version = record::decode_hist(at, bytes).expect("a put revision holds a version");
+            let version = store.version_at(txn, &keys::stored(key), at)?;
             version.to_key_value(key, false)
         };
         if tombstone {
@@ -78,7 +74,9 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
 
 /// True when `at` is the newest version of `key` at or before `rev`.
 fn visible_at(store: &Store, txn: &RoTxn, key: &[u8], at: Revision, rev: i64) -> Result<bool> {
-    let seek = hist_key(key, Revision::new(rev, i64::MAX));
+    let stored = keys::stored(key);
+    let seek = hist_key(&stored, Revision::new(rev, i64::MAX));
     let newest = store.backend.hist.get_greater_than_or_equal_to(txn, &seek)?;
-    Ok(newest.is_some_and(|(entry, _)| super::revision::split_hist_key(entry) == (key, at)))
+    let newest = newest.map(|(entry, _)| super::revision::split_hist_key(entry));
+    Ok(newest == Some((stored.as_ref(), at)))
 }

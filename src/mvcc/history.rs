@@ -2,6 +2,7 @@
 
 use heed::RoTxn;
 
+use super::keys;
 use super::record::{self, KIND_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
 use super::{Result, Store};
@@ -52,12 +53,7 @@ pub fn events(
                 prev_kv: previous(store, txn, key, at)?,
             }
         } else {
-            let bytes = store
-                .backend
-                .hist
-                .get(txn, &hist_key(key, at))?
-                .unwrap_or_else(|| panic!("revlog names {at:?} but hist lacks it"));
-            let version = record::decode_hist(at, bytes).expect("a put revision holds a version");
+            let version = store.version_at(txn, &keys::stored(key), at)?;
             Event {
                 r#type: EventType::Put as i32,
                 kv: Some(version.to_key_value(key, false)),
@@ -71,11 +67,13 @@ pub fn events(
 
 /// The version of `key` just before revision `at`, if it existed and was not compacted away.
 fn previous(store: &Store, txn: &RoTxn, key: &[u8], at: Revision) -> Result<Option<KeyValue>> {
-    let Some((entry, bytes)) = store.backend.hist.get_greater_than(txn, &hist_key(key, at))? else {
+    let stored = keys::stored(key);
+    let Some((entry, bytes)) = store.backend.hist.get_greater_than(txn, &hist_key(&stored, at))?
+    else {
         return Ok(None);
     };
     let (found, rev) = split_hist_key(entry);
-    if found != key {
+    if found != stored.as_ref() {
         return Ok(None);
     }
     Ok(record::decode_hist(rev, bytes).map(|v| v.to_key_value(key, false)))

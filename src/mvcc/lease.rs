@@ -6,6 +6,7 @@ use heed::RoTxn;
 
 use crate::backend::meta_key;
 
+use super::keys;
 use super::store::{KeyRange, Writer};
 use super::{Error, Result, Store};
 
@@ -32,11 +33,22 @@ impl StoredLease {
     }
 }
 
+/// Key of the `lease_keys` entry recording that `lease` holds `key`.
 pub fn attachment_key(lease: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + key.len());
+    let stored = keys::stored(key);
+    let mut out = Vec::with_capacity(8 + stored.len());
     out.extend_from_slice(&lease.to_be_bytes());
-    out.extend_from_slice(key);
+    out.extend_from_slice(&stored);
     out
+}
+
+/// Value of that entry: the user key when the stored key is a digest of it.
+pub fn attachment_value(key: &[u8]) -> &[u8] {
+    if keys::is_digest(&keys::stored(key)) {
+        key
+    } else {
+        &[]
+    }
 }
 
 impl Store {
@@ -54,14 +66,15 @@ impl Store {
         Ok(self.backend.meta_i64(txn, meta_key::LEASE_CLOCK)?.unwrap_or(0))
     }
 
-    /// Keys attached to `lease`, in key order.
+    /// Keys attached to `lease`, in key order (the order a revoke deletes them in, as etcd).
     pub fn lease_keys(&self, txn: &RoTxn, lease: i64) -> Result<Vec<Vec<u8>>> {
         let prefix = lease.to_be_bytes();
         let mut keys = Vec::new();
         for item in self.backend.lease_keys.prefix_iter(txn, &prefix)? {
-            let (entry, _) = item?;
-            keys.push(entry[8..].to_vec());
+            let (entry, user_key) = item?;
+            keys.push(if user_key.is_empty() { entry[8..].to_vec() } else { user_key.to_vec() });
         }
+        keys.sort_unstable();
         Ok(keys)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod hash;
 pub mod history;
+pub mod keys;
 pub mod lease;
 pub mod record;
 pub mod revision;
@@ -28,8 +29,6 @@ pub enum Error {
     LeaseNotFound,
     #[error("lease already exists")]
     LeaseExists,
-    #[error("key is longer than {max} bytes, which this store cannot index")]
-    KeyTooLong { max: usize },
     #[error("storage: {0}")]
     Storage(#[from] heed::Error),
 }

@@ -1,12 +1,14 @@
 //! Byte layout of the values in the `live`, `hist` and `revlog` tables.
 //!
 //! ```text
-//! live   key -> mod_main(8) mod_sub(8) create(8) version(8) lease(8) value...
+//! live   key -> mod_main(8) mod_sub(8) create(8) version(8) lease(8)
 //! hist   key+rev -> kind(1) [create(8) version(8) lease(8) value...]   (kind 1 = tombstone)
-//! revlog rev -> kind(1) key...
+//! revlog rev -> kind(1) user key...
 //! ```
-//! Integers are big-endian i64. Keeping `mod_sub` in `live` lets a write find the `hist`
-//! entry of the current version without a seek.
+//! Keys in `live` and `hist` are stored keys (see [`keys`](super::keys)); `revlog` holds the
+//! whole user key. Integers are big-endian i64. A value is stored once, in `hist`: `live`
+//! points at the current version by its full revision, so a read with values finds it with
+//! one lookup, and keys-only and count reads need no `hist` access at all.
 
 use crate::pb::mvccpb::KeyValue;
 
@@ -39,15 +41,15 @@ impl Version<'_> {
 }
 
 pub fn encode_live(v: &Version) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + v.value.len());
+    let mut out = Vec::with_capacity(40);
     out.extend_from_slice(&v.modified.to_bytes());
     push_meta(&mut out, v);
-    out.extend_from_slice(v.value);
     out
 }
 
+/// The current version's metadata; its `value` is empty (the value is in `hist`).
 pub fn decode_live(bytes: &[u8]) -> Version<'_> {
-    assert!(bytes.len() >= 40, "corrupt live record of {} bytes", bytes.len());
+    assert_eq!(bytes.len(), 40, "corrupt live record of {} bytes", bytes.len());
     let modified = Revision::from_bytes(&bytes[..16]);
     read_meta(modified, &bytes[16..])
 }
@@ -115,7 +117,7 @@ mod tests {
             lease: 77,
             value: b"hello",
         };
-        assert_eq!(decode_live(&encode_live(&v)), v);
+        assert_eq!(decode_live(&encode_live(&v)), Version { value: b"", ..v.clone() });
         assert_eq!(decode_hist(v.modified, &encode_hist_put(&v)), Some(v.clone()));
         assert_eq!(decode_hist(v.modified, HIST_TOMBSTONE), None);
     }

@@ -13,6 +13,7 @@ use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::{Event, KeyValue};
 
+use super::keys::{self, KeyOrder, Walk};
 use super::lease;
 use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
@@ -46,7 +47,7 @@ impl KeyRange {
     }
 
     /// True when `key` is at or below the upper end (keys are visited in order from start).
-    fn below_end(&self, key: &[u8]) -> bool {
+    pub fn below_end(&self, key: &[u8]) -> bool {
         match self {
             Self::Single(k) => key == k.as_slice(),
             Self::From(_) => true,
@@ -88,51 +89,106 @@ impl Store {
     }
 
     /// Calls `visit` with each key of `range` as it was at revision `at`, in key order, until
-    /// `visit` returns false. `current` is the newest revision visible in `txn`. Returns how
-    /// many table entries were read, which tests use to prove reads stay in their range.
+    /// `visit` returns false. `current` is the newest revision visible in `txn`. Without
+    /// `with_values` the versions carry empty values (keys-only and count reads skip the
+    /// lookup of the value). Returns how many table entries were read, which tests use to
+    /// prove reads stay in their range.
     pub fn visit(
         &self,
         txn: &RoTxn,
         range: &KeyRange,
         at: i64,
         current: i64,
+        with_values: bool,
         mut visit: impl FnMut(&[u8], Version<'_>) -> bool,
     ) -> Result<usize> {
         if range.is_empty() {
             return Ok(0);
         }
         if at >= current {
-            return self.visit_live(txn, range, &mut visit);
+            return self.visit_live(txn, range, with_values, &mut visit);
         }
         self.visit_hist(txn, range, at, &mut visit)
+    }
+
+    /// The version of a key written at `rev`, which history must hold (e.g. the one `live`
+    /// points at).
+    pub(super) fn version_at<'t>(
+        &self,
+        txn: &'t RoTxn,
+        stored: &[u8],
+        rev: Revision,
+    ) -> Result<Version<'t>> {
+        let bytes = self.backend.hist.get(txn, &hist_key(stored, rev))?;
+        let bytes = bytes.unwrap_or_else(|| panic!("hist lacks the version at {rev:?}"));
+        Ok(record::decode_hist(rev, bytes).expect("a current version is not a tombstone"))
+    }
+
+    /// The user key of a stored key that changed at `rev`.
+    fn user_key(&self, txn: &RoTxn, stored: &[u8], rev: Revision) -> Result<Vec<u8>> {
+        if !keys::is_digest(stored) {
+            return Ok(stored.to_vec());
+        }
+        let bytes = self.backend.revlog.get(txn, &rev.to_bytes())?;
+        let bytes = bytes.unwrap_or_else(|| panic!("revlog lacks {rev:?}, named by a version"));
+        Ok(record::decode_revlog(bytes).1.to_vec())
+    }
+
+    /// The current version of `stored`, with or without its value.
+    fn current<'t>(
+        &self,
+        txn: &'t RoTxn,
+        stored: &[u8],
+        live: &'t [u8],
+        with_values: bool,
+    ) -> Result<Version<'t>> {
+        let meta = record::decode_live(live);
+        if with_values {
+            return self.version_at(txn, stored, meta.modified);
+        }
+        Ok(meta)
     }
 
     fn visit_live(
         &self,
         txn: &RoTxn,
         range: &KeyRange,
+        with_values: bool,
         visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
     ) -> Result<usize> {
         if let KeyRange::Single(key) = range {
-            if let Some(bytes) = self.backend.live.get(txn, key)? {
-                visit(key, record::decode_live(bytes));
+            let stored = keys::stored(key);
+            if let Some(bytes) = self.backend.live.get(txn, &stored)? {
+                visit(key, self.current(txn, &stored, bytes, with_values)?);
                 return Ok(1);
             }
             return Ok(0);
         }
+        // An end of inline length bounds stored keys exactly as it bounds user keys (see
+        // `keys`); past a longer end, `KeyOrder` finds where to stop.
         let upper = match range {
-            KeyRange::Between(_, end) => Bound::Excluded(end.as_slice()),
+            KeyRange::Between(_, end) if !keys::is_digest(end) => Bound::Excluded(end.as_slice()),
             _ => Bound::Unbounded,
         };
-        let bounds = (Bound::Included(range.start()), upper);
+        // LMDB refuses to seek to an empty key; an empty start means the first key anyway.
+        let lower = match keys::seek_floor(range.start()) {
+            [] => Bound::Unbounded,
+            floor => Bound::Included(floor),
+        };
+        let bounds = (lower, upper);
+        let mut order = KeyOrder::new(range);
         let mut touched = 0;
         for item in self.backend.live.range(txn, &bounds)? {
-            let (key, bytes) = item?;
+            let (stored, bytes) = item?;
             touched += 1;
-            if !visit(key, record::decode_live(bytes)) {
-                break;
+            let version = self.current(txn, stored, bytes, with_values)?;
+            let modified = version.modified;
+            let user_key = || self.user_key(txn, stored, modified);
+            if order.offer(stored, Some(version), user_key, visit)? == Walk::Stop {
+                return Ok(touched);
             }
         }
+        order.finish(visit);
         Ok(touched)
     }
 
@@ -144,32 +200,48 @@ impl Store {
         visit: &mut impl FnMut(&[u8], Version<'_>) -> bool,
     ) -> Result<usize> {
         let newest_at = Revision::new(at, i64::MAX);
-        let mut seek = hist_key(range.start(), newest_at);
+        if let KeyRange::Single(key) = range {
+            let stored = keys::stored(key);
+            let found = self
+                .backend
+                .hist
+                .get_greater_than_or_equal_to(txn, &hist_key(&stored, newest_at))?;
+            if let Some((entry, bytes)) = found {
+                let (found_key, rev) = split_hist_key(entry);
+                if found_key == stored.as_ref() {
+                    if let Some(version) = record::decode_hist(rev, bytes) {
+                        visit(key, version);
+                    }
+                }
+            }
+            return Ok(1);
+        }
+        let mut seek = hist_key(keys::seek_floor(range.start()), newest_at);
+        let mut order = KeyOrder::new(range);
         let mut touched = 0;
         while let Some((entry, bytes)) =
             self.backend.hist.get_greater_than_or_equal_to(txn, &seek)?
         {
             touched += 1;
-            let (key, rev) = split_hist_key(entry);
-            if !range.below_end(key) {
-                break;
-            }
+            let (stored, rev) = split_hist_key(entry);
             if rev.main > at {
-                // Every version of this key at hand is too new: jump to its newest <= at.
-                seek = hist_key(key, newest_at);
+                // Every version of this key at hand is too new: jump to its newest <= at,
+                // unless the key is already past the range.
+                if order.offer(stored, None, || Ok::<_, Error>(Vec::new()), visit)? == Walk::Stop {
+                    return Ok(touched);
+                }
+                seek = hist_key(stored, newest_at);
                 continue;
             }
-            if let Some(version) = record::decode_hist(rev, bytes) {
-                if !visit(key, version) {
-                    break;
-                }
-            }
-            if matches!(range, KeyRange::Single(_)) {
-                break;
+            let version = record::decode_hist(rev, bytes);
+            let user_key = || self.user_key(txn, stored, rev);
+            if order.offer(stored, version, user_key, visit)? == Walk::Stop {
+                return Ok(touched);
             }
             // (key, 0.0) sorts after every real version of key: the next entry is the next key.
-            seek = hist_key(key, Revision::default());
+            seek = hist_key(stored, Revision::default());
         }
+        order.finish(visit);
         Ok(touched)
     }
 
@@ -205,7 +277,8 @@ impl Store {
         let blank_early = req.keys_only && target != SortTarget::Value;
         let mut kvs = Vec::new();
         let mut count: i64 = 0;
-        self.visit(txn, &range, at, current, |key, version| {
+        let with_values = !req.count_only && !blank_early;
+        self.visit(txn, &range, at, current, with_values, |key, version| {
             count += 1;
             if !req.count_only && kvs.len() < wanted {
                 kvs.push(version.to_key_value(key, blank_early));
@@ -318,17 +391,14 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     /// Checks what a put needs before anything is written: the key exists when a value or
     /// lease is to be kept, and a new lease exists.
     pub fn check_put(&self, key: &[u8], keep_value: bool, lease: Option<i64>) -> Result<()> {
-        let max = self.store.backend.max_key_len;
-        if key.len() > max {
-            return Err(Error::KeyTooLong { max });
-        }
         // etcd checks the lease before the key.
         if let Some(id) = lease.filter(|&id| id != 0) {
             if !self.store.lease_exists(self.txn, id)? {
                 return Err(Error::LeaseNotFound);
             }
         }
-        if (keep_value || lease.is_none()) && self.store.backend.live.get(self.txn, key)?.is_none()
+        if (keep_value || lease.is_none())
+            && self.store.backend.live.get(self.txn, &keys::stored(key))?.is_none()
         {
             return Err(Error::KeyNotFound);
         }
@@ -345,10 +415,14 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
         lease: Option<i64>,
     ) -> Result<Option<KeyValue>> {
         self.check_put(key, value.is_none(), lease)?;
-        let prev = self.store.backend.live.get(self.txn, key)?.map(|bytes| {
-            let v = record::decode_live(bytes);
-            v.to_key_value(key, false)
-        });
+        let stored = keys::stored(key);
+        let prev = match self.store.backend.live.get(self.txn, &stored)? {
+            Some(bytes) => {
+                let modified = record::decode_live(bytes).modified;
+                Some(self.store.version_at(self.txn, &stored, modified)?.to_key_value(key, false))
+            }
+            None => None,
+        };
         let rev = self.next_rev();
         let value = match (value, &prev) {
             (Some(v), _) => v.to_vec(),
@@ -370,11 +444,12 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
                 b.lease_keys.delete(self.txn, &lease::attachment_key(old_lease, key))?;
             }
             if lease != 0 {
-                b.lease_keys.put(self.txn, &lease::attachment_key(lease, key), &[])?;
+                let attached = lease::attachment_value(key);
+                b.lease_keys.put(self.txn, &lease::attachment_key(lease, key), attached)?;
             }
         }
-        b.live.put(self.txn, key, &record::encode_live(&version))?;
-        b.hist.put(self.txn, &hist_key(key, rev), &record::encode_hist_put(&version))?;
+        b.live.put(self.txn, &stored, &record::encode_live(&version))?;
+        b.hist.put(self.txn, &hist_key(&stored, rev), &record::encode_hist_put(&version))?;
         b.revlog.put(self.txn, &rev.to_bytes(), &record::encode_revlog(KIND_PUT, key))?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -388,7 +463,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>> {
         let mut deleted = Vec::new();
         let current = self.current_rev();
-        self.store.visit(self.txn, range, current, current, |key, version| {
+        self.store.visit(self.txn, range, current, current, true, |key, version| {
             deleted.push(version.to_key_value(key, false));
             true
         })?;
@@ -398,8 +473,9 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             if kv.lease != 0 {
                 b.lease_keys.delete(self.txn, &lease::attachment_key(kv.lease, &kv.key))?;
             }
-            b.live.delete(self.txn, &kv.key)?;
-            b.hist.put(self.txn, &hist_key(&kv.key, rev), HIST_TOMBSTONE)?;
+            let stored = keys::stored(&kv.key);
+            b.live.delete(self.txn, &stored)?;
+            b.hist.put(self.txn, &hist_key(&stored, rev), HIST_TOMBSTONE)?;
             b.revlog.put(
                 self.txn,
                 &rev.to_bytes(),
@@ -451,17 +527,18 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
             break;
         }
         let (kind, key) = record::decode_revlog(bytes);
+        let stored = keys::stored(key);
         let newest = b
             .hist
-            .get_greater_than_or_equal_to(txn, &hist_key(key, Revision::new(rev, i64::MAX)))?
+            .get_greater_than_or_equal_to(txn, &hist_key(&stored, Revision::new(rev, i64::MAX)))?
             .map(|(entry, _)| split_hist_key(entry).1);
         let keep = newest == Some(at) && (kind == KIND_PUT || at.main == rev);
         if !keep {
-            doomed.push((key.to_vec(), at));
+            doomed.push((stored.into_owned(), at));
         }
     }
-    for (key, at) in doomed {
-        b.hist.delete(txn, &hist_key(&key, at))?;
+    for (stored, at) in doomed {
+        b.hist.delete(txn, &hist_key(&stored, at))?;
         b.revlog.delete(txn, &at.to_bytes())?;
     }
     Ok(())
@@ -492,7 +569,7 @@ mod tests {
         let current = store.current_rev(&txn).unwrap();
         let mut seen = Vec::new();
         let touched = store
-            .visit(&txn, range, at, current, |_, v| {
+            .visit(&txn, range, at, current, true, |_, v| {
                 seen.push(v.value.to_vec());
                 true
             })
@@ -547,5 +624,52 @@ mod tests {
         let txn = store.backend.read_txn().unwrap();
         assert!(matches!(store.check_read_rev(&txn, keep_rev - 1, 10), Err(Error::Compacted)));
         assert_eq!(store.backend.hist.len(&txn).unwrap(), 2, "the overwritten version is gone");
+    }
+
+    fn long_key(tail: u8) -> Vec<u8> {
+        let mut key = vec![b'L'; keys::INLINE_MAX + 100];
+        key.push(tail);
+        key
+    }
+
+    #[test]
+    fn keys_longer_than_lmdb_allows_read_write_and_compact_in_order() {
+        let (_dir, store) = open();
+        let tails: Vec<u8> = (0..30).rev().collect();
+        for &t in &tails {
+            put(&store, &long_key(t), &[t]);
+        }
+        put(&store, b"L", b"short");
+        let before_delete = put(&store, b"M", b"after");
+        let all = KeyRange::From(Vec::new());
+        let expected: Vec<Vec<u8>> =
+            std::iter::once(b"short".to_vec()).chain((0..30).map(|t| vec![t])).collect();
+        let mut expected_all = expected.clone();
+        expected_all.push(b"after".to_vec());
+        assert_eq!(read(&store, &all, i64::MAX).0, expected_all);
+
+        // A range with long bounds, then a delete of part of the group.
+        let middle = KeyRange::Between(long_key(10), long_key(20));
+        assert_eq!(
+            read(&store, &middle, i64::MAX).0,
+            (10..20).map(|t| vec![t]).collect::<Vec<_>>()
+        );
+        let mut txn = store.backend.write_txn().unwrap();
+        let mut writer = Writer::new(&store, &mut txn).unwrap();
+        let deleted = writer.delete_range(&middle).unwrap();
+        let keys_deleted: Vec<Vec<u8>> = deleted.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys_deleted, (10..20).map(long_key).collect::<Vec<_>>());
+        writer.finish().unwrap();
+        txn.commit().unwrap();
+        assert_eq!(read(&store, &middle, i64::MAX).0, Vec::<Vec<u8>>::new());
+
+        // History still answers in key order, before and after compaction.
+        assert_eq!(read(&store, &all, before_delete).0, expected_all);
+        let mut txn = store.backend.write_txn().unwrap();
+        compact(&store, &mut txn, before_delete).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(read(&store, &all, before_delete).0, expected_all);
+        let single = KeyRange::Single(long_key(15));
+        assert_eq!(read(&store, &single, before_delete).0, vec![vec![15]]);
     }
 }

@@ -16,6 +16,7 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::mvccpb::KeyValue;
 
+use super::keys;
 use super::store::{KeyRange, Store, Writer};
 use super::{Error, Result};
 
@@ -171,7 +172,9 @@ fn check_put(target: &impl TxnTarget, p: &PutRequest) -> Result<()> {
     if !p.ignore_lease && p.lease != 0 && !store.lease_exists(txn, p.lease)? {
         return Err(Error::LeaseNotFound);
     }
-    if (p.ignore_value || p.ignore_lease) && store.backend.live.get(txn, &p.key)?.is_none() {
+    if (p.ignore_value || p.ignore_lease)
+        && store.backend.live.get(txn, &keys::stored(&p.key))?.is_none()
+    {
         return Err(Error::KeyNotFound);
     }
     Ok(())
@@ -215,10 +218,18 @@ fn compare(target: &impl TxnTarget, cmp: &Compare) -> Result<bool> {
     let range = KeyRange::new(&cmp.key, &cmp.range_end);
     let current = target.current_rev();
     let mut kvs = Vec::new();
-    target.store().visit(target.view(), &range, current, current, |key, version| {
-        kvs.push(version.to_key_value(key, false));
-        true
-    })?;
+    let with_values = cmp.target == CompareTarget::Value as i32;
+    target.store().visit(
+        target.view(),
+        &range,
+        current,
+        current,
+        with_values,
+        |key, version| {
+            kvs.push(version.to_key_value(key, false));
+            true
+        },
+    )?;
     if kvs.is_empty() {
         if cmp.target == CompareTarget::Value as i32 {
             return Ok(false);
