@@ -6,12 +6,17 @@
 //! a tick about every 500 ms while leases exist, carrying the time elapsed and the leases
 //! renewed since the previous tick (see [`Lessor::take_renewals`]); each lease's deadline is
 //! stored on that clock, so a restarted member resumes every lease with what it had left, to
-//! within one tick. A keep-alive is answered once the tick carrying it is committed (a tick
-//! is proposed at once when renewals wait), so an acknowledged renewal survives a crash.
+//! within one tick. A keep-alive is answered from memory at once, as etcd's leader does; the
+//! tick that carries it follows within [`RENEWAL_FLUSH`]. (etcd 3.6 by default persists no
+//! remaining TTL at all: every lease restarts with its full TTL.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How soon after a keep-alive the tick carrying it is proposed. Keep-alives arriving
+/// meanwhile share that tick, so a keep-alive storm costs a few raft writes a second.
+pub const RENEWAL_FLUSH: Duration = Duration::from_millis(50);
 
 /// etcd's largest TTL (`MaxLeaseTTL`, seconds).
 pub const MAX_TTL: i64 = 9_000_000_000;
@@ -36,8 +41,6 @@ struct Leases {
     by_id: HashMap<i64, Lease>,
     /// Renewed since the last tick was taken.
     renewed: HashSet<i64>,
-    /// How many times renewals were taken: a renewal made now goes out with take `takes + 1`.
-    takes: u64,
 }
 
 #[derive(Clone, Default)]
@@ -65,13 +68,10 @@ impl Lessor {
         self.lock().by_id.is_empty()
     }
 
-    /// The leases renewed since the previous call, with the milliseconds each has left, and
-    /// the number of this take (see [`Lessor::renew`]).
-    pub fn take_renewals(&self) -> (u64, Vec<(i64, i64)>) {
+    /// The leases renewed since the previous call, with the milliseconds each has left.
+    pub fn take_renewals(&self) -> Vec<(i64, i64)> {
         let now = Instant::now();
         let mut leases = self.lock();
-        leases.takes += 1;
-        let take = leases.takes;
         let renewed: Vec<i64> = leases.renewed.drain().collect();
         let mut out: Vec<(i64, i64)> = renewed
             .into_iter()
@@ -81,7 +81,7 @@ impl Lessor {
             })
             .collect();
         out.sort_unstable();
-        (take, out)
+        out
     }
 
     pub fn revoked(&self, id: i64) {
@@ -90,10 +90,8 @@ impl Lessor {
         leases.renewed.remove(&id);
     }
 
-    /// Restarts a lease's TTL; `None` for an unknown or already expired lease. Also returns
-    /// the take of [`Lessor::take_renewals`] that will carry this renewal to raft: once that
-    /// take's tick is committed, the renewal survives a crash.
-    pub fn renew(&self, id: i64) -> Option<(i64, u64)> {
+    /// Restarts a lease's TTL and returns it; `None` for an unknown or already expired lease.
+    pub fn renew(&self, id: i64) -> Option<i64> {
         let mut leases = self.lock();
         let lease = leases.by_id.get_mut(&id)?;
         let now = Instant::now();
@@ -103,7 +101,7 @@ impl Lessor {
         lease.deadline = now + Duration::from_secs(lease.ttl as u64);
         let ttl = lease.ttl;
         leases.renewed.insert(id);
-        Some((ttl, leases.takes + 1))
+        Some(ttl)
     }
 
     pub fn remaining(&self, id: i64) -> Option<Remaining> {
@@ -179,12 +177,11 @@ mod tests {
         let lessor = Lessor::default();
         lessor.granted(1, 10);
         lessor.granted(2, 10);
-        assert_eq!(lessor.renew(2), Some((10, 1)));
-        let (take, renewals) = lessor.take_renewals();
-        assert_eq!(take, 1);
+        assert_eq!(lessor.renew(2), Some(10));
+        let renewals = lessor.take_renewals();
         assert_eq!(renewals.len(), 1);
         assert_eq!(renewals[0].0, 2);
         assert!((9_000..=10_000).contains(&renewals[0].1), "{renewals:?}");
-        assert!(lessor.take_renewals().1.is_empty());
+        assert!(lessor.take_renewals().is_empty());
     }
 }

@@ -52,8 +52,6 @@ struct Inner {
     cluster: Cluster,
     limits: Limits,
     lessor: Lessor,
-    /// The newest lease-renewal take whose tick is committed (see `Lessor::renew`).
-    renewals_durable: tokio::sync::watch::Sender<u64>,
     /// Wakes the lease loop when renewals wait to be made durable.
     renewals_waiting: tokio::sync::Notify,
     /// The etcd version this member reports (Status, /version, --version).
@@ -70,19 +68,9 @@ impl Server {
         lessor: Lessor,
         etcd_version: String,
     ) -> Self {
-        let (renewals_durable, _) = tokio::sync::watch::channel(0);
         let renewals_waiting = tokio::sync::Notify::new();
-        let inner = Inner {
-            store,
-            raft,
-            status,
-            cluster,
-            limits,
-            lessor,
-            renewals_durable,
-            renewals_waiting,
-            etcd_version,
-        };
+        let inner =
+            Inner { store, raft, status, cluster, limits, lessor, renewals_waiting, etcd_version };
         Self { inner: Arc::new(inner) }
     }
 
@@ -225,19 +213,15 @@ impl Server {
     }
 
     /// One keep-alive: the lease's TTL, or 0 for an unknown or expired lease (not an error).
-    /// Answered once the renewal is committed through the lease clock, so it survives a crash.
+    /// Answered from memory, as etcd's leader does; the lease clock records the renewal soon
+    /// after (see `crate::lease`).
     pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
         // etcd takes the header before renewing.
         let header = self.header(self.current_revision()?);
-        let Some((ttl, take)) = self.inner.lessor.renew(id) else {
+        let Some(ttl) = self.inner.lessor.renew(id) else {
             return Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl: 0 });
         };
         self.inner.renewals_waiting.notify_one();
-        let mut durable = self.inner.renewals_durable.subscribe();
-        let wait = durable.wait_for(|&done| done >= take);
-        if tokio::time::timeout(self.inner.limits.request_timeout, wait).await.is_err() {
-            return Err(Error::Timeout);
-        }
         Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl })
     }
 
@@ -291,8 +275,8 @@ impl Server {
     }
 
     /// Runs the leader's lease duties until the server stops: proposes revokes for expired
-    /// leases, and ticks the lease clock every 500 ms while leases exist, or at once when
-    /// keep-alives wait for their renewal to be committed.
+    /// leases, and ticks the lease clock every 500 ms while leases exist, or
+    /// [`RENEWAL_FLUSH`](crate::lease::RENEWAL_FLUSH) after a keep-alive.
     pub async fn run_lease_loop(self) {
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -300,7 +284,9 @@ impl Server {
         loop {
             tokio::select! {
                 _ = ticks.tick() => self.expire_leases().await,
-                _ = self.inner.renewals_waiting.notified() => {}
+                _ = self.inner.renewals_waiting.notified() => {
+                    tokio::time::sleep_until(last_tick + crate::lease::RENEWAL_FLUSH).await;
+                }
             }
             match self.lease_tick(last_tick.elapsed()).await {
                 // Without leases no tick is proposed: the clock only needs to move while
@@ -320,18 +306,13 @@ impl Server {
         {
             return Ok(false);
         }
-        let (take, renewals) = lessor.take_renewals();
+        let renewals = lessor.take_renewals();
         let renewals = renewals
             .into_iter()
             .map(|(id, remaining_ms)| LeaseRenewal { id, remaining_ms })
             .collect();
         let tick = LeaseTick { elapsed_ms: elapsed.as_millis() as i64, renewals };
         self.propose(Request::LeaseTick(tick)).await?;
-        self.inner.renewals_durable.send_if_modified(|done| {
-            let newer = take > *done;
-            *done = (*done).max(take);
-            newer
-        });
         Ok(true)
     }
 
