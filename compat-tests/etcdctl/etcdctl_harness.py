@@ -35,6 +35,8 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #       [@unbuilt:N]                    Debian's etcdctl 3.4 as a second client; @unbuilt:N =
 #                                       needs a feature of open issue N: expected to differ
 #                                       (strict xfail, so it fails loudly once it matches)
+#       [@session-ids]                  number etcdctl's own session lease ids (see
+#                                       _number_session_ids)
 #   put foo bar                         one etcdctl invocation (shell-like quoting, shlex)
 #   txn -i <<EOF                        stdin for the step: the lines up to "EOF"
 #   ...
@@ -478,10 +480,31 @@ class Background:
 def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
     background = {}   # name -> (Background, Step)
     try:
-        return _run_steps(scenario, server, client, background)
+        records = _run_steps(scenario, server, client, background)
     finally:
         for bg, _ in background.values():
             bg.kill()
+    if "session-ids" in scenario.tags:
+        _number_session_ids(records)
+    return records
+
+
+# etcdctl's `elect` and `lock` name their keys <name>/<lease id in hex>, the id of a session
+# lease etcdctl grants itself (random per server, never printed otherwise). With the tag
+# @session-ids such ids become <S1>, <S2>, ... in order of first appearance across the
+# transcript, so "which session holds it" is still compared.
+_SESSION_ID_RE = re.compile(r"(?<=/)[0-9a-f]{10,16}\b")
+
+
+def _number_session_ids(records: list) -> None:
+    names = {}
+
+    def sub(m):
+        return names.setdefault(m.group(0), f"<S{len(names) + 1}>")
+
+    for r in records:
+        r.stdout = _SESSION_ID_RE.sub(sub, r.stdout)
+        r.stderr = _SESSION_ID_RE.sub(sub, r.stderr)
 
 
 def _run_steps(scenario: Scenario, server: Server, client: Client, background: dict) -> list:
