@@ -1,8 +1,10 @@
-//! gRPC on the client port: one thin handler file per etcd service over [`Server`].
+//! The client port: one thin handler file per etcd service over [`Server`], and plain HTTP
+//! beside gRPC (`http_endpoints`).
 //! Handlers validate nothing themselves and map errors only through [`status::to_status`].
 
 pub mod cluster;
 pub mod election;
+pub mod http_endpoints;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -23,8 +25,12 @@ use crate::server::Server;
 use crate::watch::WatchHub;
 
 /// The client-port router with its layers.
-pub type ClientRouter =
-    Router<tower::layer::util::Stack<status_layer::EtcdStatusLayer, tower::layer::util::Identity>>;
+pub type ClientRouter = Router<
+    tower::layer::util::Stack<
+        http_endpoints::HttpEndpointsLayer,
+        tower::layer::util::Stack<status_layer::EtcdStatusLayer, tower::layer::util::Identity>,
+    >,
+>;
 
 /// etcd accepts this much gRPC framing on top of `--max-request-bytes`.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -55,8 +61,11 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
     let cluster = ClusterServer::new(cluster::ClusterService { server: server.clone() })
         .max_decoding_message_size(max_recv);
 
+    // HTTP/1.1 is accepted beside h2c gRPC so that the probes and /version share the port.
     tonic::transport::Server::builder()
+        .accept_http1(true)
         .layer(status_layer::EtcdStatusLayer)
+        .layer(http_endpoints::HttpEndpointsLayer { server: server.clone() })
         .add_service(kv)
         .add_service(
             WatchServer::new(watch::WatchService {

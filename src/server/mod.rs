@@ -3,6 +3,7 @@
 //! It knows nothing of gRPC; `api/` wraps it.
 
 pub mod error;
+pub mod health;
 pub mod validate;
 
 use std::sync::atomic::Ordering;
