@@ -25,5 +25,6 @@ export RSETCD_BIN="$ROOT/target/debug/rsetcd"
 step "Go: descriptors, kill -9 durability, clientv3 suites (kvdiff, watch, lease, concurrency, recipes)"
 (cd compat-tests/go && "$GO" test -count=1 ./...)
 
-step "etcdctl differential suite: rsetcd against reference etcd"
+step "HTTP endpoints and etcdctl differential suites: rsetcd against reference etcd"
+python3 -m pytest -q compat-tests/http
 python3 -m pytest -q compat-tests/etcdctl

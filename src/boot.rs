@@ -117,6 +117,9 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
+    // As etcd, "ready" means requests can be served now, which needs a known leader (etcd
+    // waits until it published itself through raft).
+    server.wait_for_leader().await;
     tracing::info!("ready to serve client requests");
 
     shutdown.await;

@@ -59,6 +59,13 @@ impl Server {
         self.probe_read(serializable).await.map_err(|err| format!("RANGE ERROR:{err}"))
     }
 
+    /// Returns once raft knows a leader.
+    pub async fn wait_for_leader(&self) {
+        while self.inner.status.leader.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     async fn probe_read(&self, serializable: bool) -> Result<(), String> {
         let req = RangeRequest { key: b"health".to_vec(), serializable, ..Default::default() };
         self.range(req).await.map(|_| ()).map_err(|err| format!("etcdserver: {err}"))
