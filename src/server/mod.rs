@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod health;
+pub mod ids;
 pub mod validate;
 
 use std::sync::atomic::Ordering;
@@ -53,6 +54,8 @@ struct Inner {
     cluster: Cluster,
     limits: Limits,
     lessor: Lessor,
+    /// Picks the ids of leases granted with ID 0.
+    ids: ids::IdGenerator,
     /// Wakes the lease loop when renewals wait to be made durable.
     renewals_waiting: tokio::sync::Notify,
     /// The etcd version this member reports (Status, /version, --version).
@@ -70,8 +73,21 @@ impl Server {
         etcd_version: String,
     ) -> Self {
         let renewals_waiting = tokio::sync::Notify::new();
-        let inner =
-            Inner { store, raft, status, cluster, limits, lessor, renewals_waiting, etcd_version };
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let ids = ids::IdGenerator::new(cluster.local.id, unix_ms);
+        let inner = Inner {
+            store,
+            raft,
+            status,
+            cluster,
+            limits,
+            lessor,
+            ids,
+            renewals_waiting,
+            etcd_version,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -183,7 +199,7 @@ impl Server {
         .await
     }
 
-    /// Grants a lease; ID 0 lets the server pick a random positive one, as etcd does.
+    /// Grants a lease; ID 0 lets the server pick one, as etcd does (see [`ids`]).
     pub async fn lease_grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
         if req.ttl > lease::MAX_TTL {
             return Err(Error::LeaseTtlTooLarge);
@@ -191,7 +207,7 @@ impl Server {
         if req.id == 0 {
             // Chosen before proposing so that every member applies the same id.
             req.id = loop {
-                let id = rand::random::<i64>() & i64::MAX;
+                let id = self.inner.ids.next() as i64 & i64::MAX;
                 if id != 0 {
                     break id;
                 }
