@@ -7,7 +7,10 @@
 use std::path::Path;
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, CompactionOption, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn,
+    WithoutTls,
+};
 
 use crate::mvcc::revision::HistOrder;
 
@@ -30,6 +33,7 @@ pub mod meta_key {
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     pub const MEMBER_ID: &[u8] = b"member_id";
     pub const LEASE_CLOCK: &[u8] = b"lease_clock_ms";
+    pub const MEMBERS: &[u8] = b"members";
 }
 
 #[derive(Clone)]
@@ -122,6 +126,134 @@ impl Backend {
         let info = self.env.info();
         let page = u64::from(self.env.unnamed_database_stat().page_size);
         (info.last_page_number as u64 + 1) * page
+    }
+}
+
+/// The tables with LMDB's default order, by name (all but `hist`).
+const PLAIN_TABLES: [&str; 6] = ["lease_keys", "live", "revlog", "lease", "raft_log", "meta"];
+
+impl Backend {
+    fn plain_table(&self, name: &str) -> Table {
+        match name {
+            "lease_keys" => self.lease_keys,
+            "live" => self.live,
+            "revlog" => self.revlog,
+            "lease" => self.lease,
+            "raft_log" => self.raft_log,
+            "meta" => self.meta,
+            other => unreachable!("no table {other}"),
+        }
+    }
+
+    /// Writes a consistent, compacted copy of the whole store to the file `path`, as of one
+    /// read transaction (what a member behind the leader's log receives).
+    pub fn copy_to(&self, path: &Path) -> heed::Result<()> {
+        self.env.copy_to_path(path, CompactionOption::Enabled)?;
+        Ok(())
+    }
+
+    /// Replaces the contents of every table with the store copy's, inside `txn`, so that the
+    /// switch is atomic. The `keep_meta` entries of `meta` keep this store's values (what
+    /// belongs to the member rather than to the replicated state); `skip` tables are emptied.
+    pub fn replace_from(
+        &self,
+        txn: &mut RwTxn,
+        copy: &StoreCopy,
+        keep_meta: &[&[u8]],
+        skip: &[&str],
+    ) -> heed::Result<()> {
+        let mut kept = Vec::new();
+        for key in keep_meta {
+            if let Some(value) = self.meta.get(txn, key)? {
+                kept.push((key.to_vec(), value.to_vec()));
+            }
+        }
+        copy.copy_into(self, txn, skip)?;
+        for (key, value) in kept {
+            self.meta.put(txn, &key, &value)?;
+        }
+        Ok(())
+    }
+}
+
+/// A store copy received from another member: a directory holding one LMDB data file.
+pub struct StoreCopy {
+    env: Env<WithoutTls>,
+}
+
+type CopyTables<'e> =
+    (Option<Database<'e, Bytes, Bytes, HistOrder>>, [Option<Database<'e, Bytes, Bytes>>; 6]);
+
+impl StoreCopy {
+    pub fn open(dir: &Path) -> heed::Result<Self> {
+        let size = std::fs::metadata(dir.join("data.mdb"))?.len() as usize;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(size * 2 + (64 << 20)).max_dbs(8);
+        // SAFETY: the directory is this process's own, opened once, and removed after use.
+        let env = unsafe { options.open(dir)? };
+        Ok(Self { env })
+    }
+
+    /// The copy's tables: `hist`, then those of [`PLAIN_TABLES`] in its order.
+    fn tables(&self) -> heed::Result<CopyTables<'_>> {
+        let rtxn = self.env.read_txn()?;
+        let opened = self.env.open_databases_and_commit(rtxn, |opener, rtxn| {
+            let hist = opener
+                .database_options()
+                .types::<Bytes, Bytes>()
+                .key_comparator::<HistOrder>()
+                .name("hist")
+                .open(rtxn)?;
+            let mut plain = [None; 6];
+            for (slot, name) in plain.iter_mut().zip(PLAIN_TABLES) {
+                *slot = opener.open_database::<Bytes, Bytes>(rtxn, Some(name))?;
+            }
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((hist, plain)))
+        })?;
+        Ok(opened.unwrap_commit())
+    }
+
+    fn copy_into(&self, dst: &Backend, txn: &mut RwTxn, skip: &[&str]) -> heed::Result<()> {
+        let (hist, plain) = self.tables()?;
+        let rtxn = self.env.read_txn()?;
+        for (source, name) in plain.into_iter().zip(PLAIN_TABLES) {
+            let table = dst.plain_table(name);
+            table.clear(txn)?;
+            let Some(source) = source.filter(|_| !skip.contains(&name)) else {
+                continue;
+            };
+            for item in source.iter(&rtxn)? {
+                let (key, value) = item?;
+                table.put(txn, key, value)?;
+            }
+        }
+        dst.hist.clear(txn)?;
+        if let Some(hist) = hist {
+            for item in hist.iter(&rtxn)? {
+                let (key, value) = item?;
+                dst.hist.put(txn, key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A value of the copy's `meta` table.
+    pub fn meta(&self, key: &[u8]) -> heed::Result<Option<Vec<u8>>> {
+        self.get(5, key)
+    }
+
+    /// A raft log entry of the copy, encoded.
+    pub fn raft_entry(&self, index: u64) -> heed::Result<Option<Vec<u8>>> {
+        self.get(4, &index.to_be_bytes())
+    }
+
+    fn get(&self, table: usize, key: &[u8]) -> heed::Result<Option<Vec<u8>>> {
+        let (_, plain) = self.tables()?;
+        let rtxn = self.env.read_txn()?;
+        let Some(db) = plain[table] else {
+            return Ok(None);
+        };
+        Ok(db.get(&rtxn, key)?.map(<[u8]>::to_vec))
     }
 }
 

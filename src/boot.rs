@@ -1,19 +1,22 @@
-//! Composition root: opens the store, settles the member's identity, starts the raft thread
-//! and serves gRPC on every client URL until shutdown.
+//! Composition root: opens the store, settles the member's identity and the bootstrap
+//! membership, starts the raft thread and the peer transport, and serves gRPC on every client
+//! and peer URL until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 use crate::apply::Applier;
 use crate::backend::{meta_key, Backend};
-use crate::cluster::{self, Cluster, Member};
+use crate::cluster::{self, membership, Cluster, Member};
 use crate::config::{display_url, ClusterState, Config};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
-use crate::raft::NodeConfig;
+use crate::peer::transport::{self, Inbound};
+use crate::raft::{Input, NodeConfig};
 use crate::server::{Limits, Server};
 use crate::watch::WatchHub;
 
@@ -38,11 +41,12 @@ pub async fn run(
     for var in &config.unknown_env {
         tracing::warn!(variable = var.as_str(), "unrecognized environment variable");
     }
-    let listeners = bind_all(&config).await?;
+    let listeners = bind_all(&config.listen_client_urls, 2379).await?;
+    let peer_listeners = bind_all(&config.listen_peer_urls, 2380).await?;
 
     let backend = Backend::open(&config.data_dir, map_size(config.quota_backend_bytes))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
-    let cluster = identity(&config, &backend)?;
+    let (cluster, members) = identity(&config, &backend)?;
     tracing::info!(
         name = config.name.as_str(),
         data_dir = %config.data_dir.display(),
@@ -57,12 +61,12 @@ pub async fn run(
     };
     let node_config = NodeConfig {
         id: cluster.local.id,
-        voters: cluster.members.iter().map(|m| m.id).collect(),
+        voters: members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect(),
         tick: config.heartbeat_interval,
         election_ticks: ticks(config.election_timeout),
         heartbeat_ticks: 1,
         snapshot_count: config.snapshot_count,
-        catch_up_entries: 5000,
+        catch_up_entries: config.snapshot_catchup_entries,
     };
     let current_rev = {
         let txn = backend.read_txn()?;
@@ -75,17 +79,44 @@ pub async fn run(
         config.max_request_bytes + crate::api::GRPC_OVERHEAD_BYTES,
     );
     let lessor = Lessor::default();
-    {
-        let txn = backend.read_txn()?;
-        let clock = store.lease_clock(&txn)?;
-        for lease in store.leases(&txn)? {
-            lessor.resumed(lease.id, lease.ttl, lease.deadline_ms - clock);
-        }
-    }
+    lessor.reload(&store)?;
     let min_lease_ttl = crate::lease::min_ttl(config.election_timeout);
     let applier = Applier::new(store.clone(), hub.clone(), lessor.clone(), min_lease_ttl);
-    let raft = crate::raft::node::spawn(node_config, backend, applier).context("starting raft")?;
+    let (outbound, pending) = transport::channel();
+    let raft = crate::raft::node::spawn(node_config, backend.clone(), applier, Box::new(outbound))
+        .context("starting raft")?;
     let raft_thread = raft.thread;
+    let inputs = std::sync::Mutex::new(raft.inputs.clone());
+    let deliver: transport::Deliver = Arc::new(move |event| {
+        let input = match event {
+            Inbound::Message(message) => Input::Step(message),
+            Inbound::Unreachable(id) => Input::Unreachable(id),
+            Inbound::SnapshotFailed(id) => Input::SnapshotFailed(id),
+            Inbound::SnapshotSent(id) => Input::SnapshotSent(id),
+            Inbound::Snapshot { message, dir } => Input::InstallSnapshot { message, dir },
+        };
+        // Fails only once the raft thread stopped.
+        let _ = inputs.lock().unwrap_or_else(|p| p.into_inner()).send(input);
+    });
+    let resolve: transport::Resolve = {
+        let backend = backend.clone();
+        Arc::new(move |id| {
+            let txn = backend.read_txn().ok()?;
+            let members = membership::load(&backend, &txn).ok()?;
+            members.into_iter().find(|m| m.id == id)?.peer_urls.into_iter().next()
+        })
+    };
+    let identity =
+        transport::Identity { cluster_id: cluster.cluster_id, member_id: cluster.local.id };
+    let snapshot_dir = config.data_dir.join("member").join("snap");
+    std::fs::create_dir_all(&snapshot_dir)
+        .with_context(|| format!("creating {}", snapshot_dir.display()))?;
+    clear_stale_copies(&snapshot_dir);
+    let copy_store: transport::CopyStore = {
+        let (backend, dir) = (backend.clone(), snapshot_dir.clone());
+        Arc::new(move |index| copy_store(&backend, &dir, index))
+    };
+    let router = transport::start(pending, identity, resolve, deliver.clone(), copy_store);
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
@@ -94,7 +125,7 @@ pub async fn run(
     };
     let server = Server::new(
         store,
-        raft.inputs,
+        raft.inputs.clone(),
         raft.status,
         cluster,
         limits,
@@ -105,6 +136,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    for (listener, addr) in peer_listeners {
+        let service = crate::api::peer::PeerService {
+            server: server.clone(),
+            deliver: deliver.clone(),
+            snapshot_dir: snapshot_dir.clone(),
+        };
+        let mut stop = stop_rx.clone();
+        tracing::info!(address = %addr, "serving peer traffic insecurely");
+        tasks.push(tokio::spawn(crate::api::peer::serve(service, listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+    }
     for (listener, addr) in listeners {
         let settings = crate::api::ApiSettings {
             quota_bytes: config.quota_backend_bytes,
@@ -120,26 +163,92 @@ pub async fn run(
     // As etcd, "ready" means requests can be served now, which needs a known leader (etcd
     // waits until it published itself through raft).
     server.wait_for_leader().await;
+    publish(&server).await;
     tracing::info!("ready to serve client requests");
 
     shutdown.await;
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
     lease_loop.abort();
+    router.abort();
     for task in tasks {
         task.await.context("client server task")?.context("serving clients")?;
     }
     drop(server);
+    let _ = raft.inputs.send(Input::Stop);
     tokio::task::spawn_blocking(move || raft_thread.join()).await.ok();
     tracing::info!("stopped serving clients");
     Ok(())
 }
 
-async fn bind_all(config: &Config) -> anyhow::Result<Vec<(TcpListener, SocketAddr)>> {
+/// Store copies left by a crash mid-transfer are of no use.
+fn clear_stale_copies(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("incoming-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if name.starts_with("outgoing-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A consistent copy of the store for a member behind the compacted log, once this member
+/// applied at least `index` (the index raft promised in its snapshot message).
+fn copy_store(
+    backend: &Backend,
+    dir: &std::path::Path,
+    index: u64,
+) -> Result<std::path::PathBuf, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let applied = backend
+            .read_txn()
+            .and_then(|txn| backend.meta_u64(&txn, meta_key::APPLIED_INDEX))
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        if applied >= index {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("applied index {applied} did not reach {index}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let path = dir.join(format!("outgoing-{:016x}.mdb", rand::random::<u64>()));
+    backend.copy_to(&path).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Makes this member's name and client URLs known to the others through raft, as etcd's
+/// publish does before it serves clients; retried until it commits.
+async fn publish(server: &crate::server::Server) {
+    loop {
+        match server.publish_self().await {
+            Ok(()) => {
+                tracing::info!("published local member to cluster through raft");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to publish local member; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn bind_all(
+    urls: &[url::Url],
+    default_port: u16,
+) -> anyhow::Result<Vec<(TcpListener, SocketAddr)>> {
     let mut out = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let host = url.host_str().unwrap_or("localhost");
-        let port = url.port().unwrap_or(2379);
+        let port = url.port().unwrap_or(default_port);
         let listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("listen tcp {}: cannot bind", display_url(url)))?;
@@ -149,17 +258,18 @@ async fn bind_all(config: &Config) -> anyhow::Result<Vec<(TcpListener, SocketAdd
     Ok(out)
 }
 
-/// On first start the ids come from the flags (as etcd computes them) and are stored; on a
-/// restart the stored ids win, as etcd ignores `--initial-*` once a data dir exists.
-fn identity(config: &Config, backend: &Backend) -> anyhow::Result<Cluster> {
-    let mut names: Vec<&str> = Vec::new();
-    for (name, _) in &config.initial_cluster {
-        if !names.contains(&name.as_str()) {
-            names.push(name);
+/// On first start the ids and the membership come from the flags (as etcd computes them) and
+/// are stored; on a restart the stored ones win, as etcd ignores `--initial-*` once a data
+/// dir exists.
+fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<Member>)> {
+    // (name, peer URLs) in the order of --initial-cluster; a name may list several URLs.
+    let mut initial: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, url) in &config.initial_cluster {
+        let url = display_url(url);
+        match initial.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url),
+            None => initial.push((name.clone(), vec![url])),
         }
-    }
-    if names.len() > 1 {
-        bail!("rsetcd does not support clusters of more than one member yet (--initial-cluster names {})", names.join(", "));
     }
     let own_urls = config.own_cluster_urls();
     if own_urls.is_empty() {
@@ -184,20 +294,33 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<Cluster> {
         backend.meta_u64(&txn, meta_key::MEMBER_ID)?,
         backend.meta_u64(&txn, meta_key::CLUSTER_ID)?,
     );
+    let stored_members = membership::load(backend, &txn)?;
     drop(txn);
-    let (member_id, cluster_id) = match stored {
-        (Some(m), Some(c)) => (m, c),
+    let (member_id, cluster_id, members) = match stored {
+        (Some(m), Some(c)) if !stored_members.is_empty() => (m, c, stored_members),
         _ => {
             if config.initial_cluster_state == ClusterState::Existing {
                 bail!("--initial-cluster-state=existing needs a running cluster to join, which rsetcd cannot do yet");
             }
+            let members: Vec<Member> = initial
+                .iter()
+                .map(|(name, urls)| Member {
+                    id: cluster::member_id(urls, &config.initial_cluster_token),
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                    client_urls: Vec::new(),
+                    is_learner: false,
+                })
+                .collect();
+            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
             let member_id = cluster::member_id(&own_urls, &config.initial_cluster_token);
-            let cluster_id = cluster::cluster_id(&[member_id]);
+            let cluster_id = cluster::cluster_id(&ids);
             let mut txn = backend.write_txn()?;
             backend.put_meta_i64(&mut txn, meta_key::MEMBER_ID, member_id as i64)?;
             backend.put_meta_i64(&mut txn, meta_key::CLUSTER_ID, cluster_id as i64)?;
+            membership::save(backend, &mut txn, &members)?;
             txn.commit()?;
-            (member_id, cluster_id)
+            (member_id, cluster_id, members)
         }
     };
     let local = Member {
@@ -205,7 +328,7 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<Cluster> {
         name: config.name.clone(),
         peer_urls: own_urls,
         client_urls: config.advertise_client_urls.iter().map(display_url).collect(),
-        is_learner: false,
+        is_learner: members.iter().any(|m| m.id == member_id && m.is_learner),
     };
-    Ok(Cluster { cluster_id, local: local.clone(), members: vec![local] })
+    Ok((Cluster { cluster_id, local }, members))
 }

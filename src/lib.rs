@@ -11,7 +11,8 @@
 //! apply    the state machine: decodes committed requests, applies them to mvcc
 //! mvcc     revisioned key space on LMDB (range, put, delete, txn, compact)
 //! backend  the LMDB environment and its tables (shared by raft and mvcc)
-//! cluster  member and cluster ids and records
+//! cluster  member and cluster ids, the replicated membership
+//! peer     member-to-member traffic: raft message streams, lease forwarding
 //! config   etcd's flags, environment variables and defaults
 //! logging  zap-style JSON log lines, as etcd writes them
 //! ```
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod logging;
 pub mod mvcc;
 pub mod pb;
+pub mod peer;
 pub mod raft;
 pub mod recipes;
 pub mod server;

@@ -2,7 +2,6 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::cluster::Member;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{self as pb, MemberListRequest, MemberListResponse};
 use crate::server::Server;
@@ -11,26 +10,21 @@ pub struct ClusterService {
     pub server: Server,
 }
 
-fn to_pb(member: &Member) -> pb::Member {
-    pb::Member {
-        id: member.id,
-        name: member.name.clone(),
-        peer_ur_ls: member.peer_urls.clone(),
-        client_ur_ls: member.client_urls.clone(),
-        is_learner: member.is_learner,
-    }
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        let members = self
+            .server
+            .members(request.get_ref().linearizable)
+            .await
+            .map_err(crate::api::status::to_status)?;
         // etcd sends revision 0 in Cluster headers.
         Ok(Response::new(MemberListResponse {
             header: Some(self.server.header(0)),
-            members: self.server.cluster().members.iter().map(to_pb).collect(),
+            members: members.iter().map(pb::Member::from).collect(),
         }))
     }
 }

@@ -1,7 +1,7 @@
 //! Plain HTTP on the client port, beside gRPC as etcd serves it: `/version`, `/health`,
 //! `/livez` and `/readyz` (with `/livez/<check>`, `/readyz/<check>`), answered with etcd's
 //! status codes, bodies and headers. A request is gRPC when its content-type says so;
-//! everything else comes here. `/metrics` and the JSON gateway (`/v3/...`) are not built yet
+//! everything else comes here. gRPC requests pass through, after etcd's require-leader check. `/metrics` and the JSON gateway (`/v3/...`) are not built yet
 //! and say so with 501.
 
 use std::future::Future;
@@ -53,6 +53,9 @@ where
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if grpc {
+            if let Some(refused) = super::require_leader::refusal(&self.server, &request) {
+                return Box::pin(async move { Ok(refused) });
+            }
             return Box::pin(self.inner.call(request));
         }
         let server = self.server.clone();

@@ -55,7 +55,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.server.lease_time_to_live(request.into_inner()).map(Response::new).map_err(to_status)
+        let resp = self.server.lease_time_to_live(request.into_inner()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn lease_leases(

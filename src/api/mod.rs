@@ -8,6 +8,8 @@ pub mod http_endpoints;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod peer;
+pub mod require_leader;
 pub mod status;
 pub mod status_layer;
 pub mod unbuilt;

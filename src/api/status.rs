@@ -39,6 +39,7 @@ pub fn to_status(err: Error) -> Status {
         Error::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option"),
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        Error::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         Error::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
     };
     Status::new(code, message)

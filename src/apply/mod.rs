@@ -30,12 +30,14 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseTick,
+    MemberAttributes,
 }
 
 /// A lease change to hand to the lessor once committed.
 enum LeaseChange {
     Granted(i64, i64),
     Revoked(i64),
+    Renewed(i64, i64),
 }
 
 pub type Output = Result<Applied, mvcc::Error>;
@@ -118,7 +120,14 @@ impl Applier {
                     tick.renewals.iter().map(|r| (r.id, r.remaining_ms)).collect();
                 writer.lease_tick(tick.elapsed_ms, &renewals)?;
                 self.finish(writer)?;
+                let renewed = renewals.into_iter().map(|(id, ms)| LeaseChange::Renewed(id, ms));
+                self.lease_changes.extend(renewed);
                 Ok(Applied::LeaseTick)
+            }
+            Request::MemberAttributes(attributes) => {
+                crate::cluster::membership::set_attributes(&self.store.backend, txn, &attributes)
+                    .map_err(mvcc::Error::from)?;
+                Ok(Applied::MemberAttributes)
             }
             Request::Compaction(req) => {
                 store::compact(&self.store, txn, req.revision)?;
@@ -146,6 +155,24 @@ impl StateMachine for Applier {
         output
     }
 
+    fn restored(&mut self) {
+        self.unpublished.clear();
+        self.lease_changes.clear();
+        if let Err(err) = self.lessor.reload(&self.store) {
+            panic!("cannot read the leases of the installed store copy: {err}");
+        }
+        let current = self
+            .store
+            .backend
+            .read_txn()
+            .map_err(mvcc::Error::from)
+            .and_then(|txn| self.store.current_rev(&txn));
+        match current {
+            Ok(revision) => self.watch.jumped(revision),
+            Err(err) => panic!("cannot read the installed store copy: {err}"),
+        }
+    }
+
     fn committed(&mut self) {
         for (revision, events) in self.unpublished.drain(..) {
             self.watch.publish(revision, &events);
@@ -154,6 +181,7 @@ impl StateMachine for Applier {
             match change {
                 LeaseChange::Granted(id, ttl) => self.lessor.granted(id, ttl),
                 LeaseChange::Revoked(id) => self.lessor.revoked(id),
+                LeaseChange::Renewed(id, ms) => self.lessor.renewed(id, ms),
             }
         }
     }

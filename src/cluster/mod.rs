@@ -1,8 +1,11 @@
-//! Cluster and member identity: etcd's deterministic ids and this member's record.
+//! Cluster and member identity: etcd's deterministic ids, this member's record, and the
+//! membership every member stores (see [`membership`]).
 //!
 //! See etcd's `server/etcdserver/api/membership/member.go` and `cluster.go`: a member id is the
 //! first 8 bytes of SHA-1 over its sorted peer URLs and the cluster token; the cluster id is the
 //! same over the sorted member ids. Tools compare these ids, so they must match etcd's.
+
+pub mod membership;
 
 use sha1::{Digest, Sha1};
 
@@ -16,12 +19,12 @@ pub struct Member {
     pub is_learner: bool,
 }
 
-/// The cluster this member belongs to.
+/// The cluster this member belongs to. The other members are read from the store, as
+/// membership is replicated state.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub cluster_id: u64,
     pub local: Member,
-    pub members: Vec<Member>,
 }
 
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {

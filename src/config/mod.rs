@@ -38,6 +38,8 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("heartbeat-interval", Value, true),
     flag("election-timeout", Value, true),
     flag("snapshot-count", Value, true),
+    flag("snapshot-catchup-entries", Value, true),
+    flag("experimental-snapshot-catchup-entries", Value, true),
     flag("emulated-etcd-version", Value, true),
     flag("version", Bool, true),
     flag("help", Bool, true),
@@ -108,6 +110,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    /// Raft log entries kept behind the applied index when the log is compacted, so that a
+    /// slightly slow follower catches up from the log rather than a snapshot.
+    pub snapshot_catchup_entries: u64,
     pub etcd_version: String,
     pub watch_progress_interval: Duration,
     /// Flags given that rsetcd does not act on yet (warned about at start-up).
@@ -246,6 +251,14 @@ impl Config {
             heartbeat_interval: Duration::from_millis(heartbeat_ms),
             election_timeout: Duration::from_millis(election_ms),
             snapshot_count: number(get("snapshot-count"), "snapshot-count", 10_000)?,
+            snapshot_catchup_entries: match get("snapshot-catchup-entries") {
+                Some(text) => number(Some(text), "snapshot-catchup-entries", 5_000)?,
+                None => number(
+                    get("experimental-snapshot-catchup-entries"),
+                    "experimental-snapshot-catchup-entries",
+                    5_000,
+                )?,
+            },
             etcd_version,
             // etcd never notifies more often than every 100 ms.
             watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),

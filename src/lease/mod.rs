@@ -84,6 +84,30 @@ impl Lessor {
         out
     }
 
+    /// Forgets every lease and loads those of `store`, each with the time it has left on the
+    /// replicated lease clock: at start-up, and after a store copy replaced the state.
+    pub fn reload(&self, store: &crate::mvcc::Store) -> crate::mvcc::Result<()> {
+        let txn = store.backend.read_txn()?;
+        let clock = store.lease_clock(&txn)?;
+        let stored = store.leases(&txn)?;
+        self.lock().by_id.clear();
+        self.lock().renewed.clear();
+        for lease in stored {
+            self.resumed(lease.id, lease.ttl, lease.deadline_ms - clock);
+        }
+        Ok(())
+    }
+
+    /// A renewal made durable by a lease tick: the lease lives at least `remaining_ms` from
+    /// now. Followers learn keep-alives this way, so a new leader knows the deadlines; on the
+    /// leader itself a later keep-alive may already have pushed the deadline further.
+    pub fn renewed(&self, id: i64, remaining_ms: i64) {
+        let deadline = Instant::now() + Duration::from_millis(remaining_ms.max(0) as u64);
+        if let Some(lease) = self.lock().by_id.get_mut(&id) {
+            lease.deadline = lease.deadline.max(deadline);
+        }
+    }
+
     pub fn revoked(&self, id: i64) {
         let mut leases = self.lock();
         leases.by_id.remove(&id);

@@ -4,4 +4,4 @@
 pub mod node;
 pub mod storage;
 
-pub use node::{Input, NodeConfig, NodeStatus, ProposeError, StateMachine};
+pub use node::{Input, MessageSink, NodeConfig, NodeStatus, ProposeError, StateMachine};

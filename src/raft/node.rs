@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heed::RwTxn;
-use raft::prelude::{ConfState, Entry, EntryType};
+use raft::prelude::{ConfState, Entry, EntryType, Message, MessageType};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::oneshot;
 
-use super::storage::RaftLog;
-use crate::backend::Backend;
+use super::storage::{snapshot_metadata, RaftLog};
+use crate::backend::{Backend, StoreCopy};
 
 /// The replicated state machine fed by committed entries.
 pub trait StateMachine: Send + 'static {
@@ -35,6 +35,15 @@ pub trait StateMachine: Send + 'static {
     /// Called once the transaction holding the last applied entries committed, before any
     /// caller is answered: the place to publish their effects (watch events).
     fn committed(&mut self) {}
+
+    /// Called once a store copy from the leader replaced the whole state: whatever the
+    /// state machine keeps in memory must be rebuilt from the store.
+    fn restored(&mut self) {}
+}
+
+/// Where the raft thread sends messages for other members. Must not block.
+pub trait MessageSink: Send + 'static {
+    fn send(&self, messages: Vec<Message>);
 }
 
 /// Why a proposal or a read barrier got no result.
@@ -55,6 +64,20 @@ pub enum Input<O> {
     /// Linearizable-read barrier: replies once this member has applied everything committed
     /// before the request arrived (raft's ReadIndex).
     ReadIndex { reply: Reply<u64> },
+    /// A message from another member.
+    Step(Box<Message>),
+    /// Messages to this member were lost.
+    Unreachable(u64),
+    /// A snapshot for this member was not delivered.
+    SnapshotFailed(u64),
+    /// A snapshot for this member was delivered.
+    SnapshotSent(u64),
+    /// A store copy from the leader, received into `dir`, for a member behind the leader's
+    /// compacted log; `message` is the leader's snapshot message.
+    InstallSnapshot { message: Box<Message>, dir: std::path::PathBuf },
+    /// Stop after persisting what is already accepted (the transport keeps senders alive,
+    /// so the thread cannot wait for every sender to go).
+    Stop,
 }
 
 /// Raft facts the rest of the server reads without asking the raft thread.
@@ -95,10 +118,11 @@ pub fn spawn<S: StateMachine>(
     config: NodeConfig,
     backend: Backend,
     state_machine: S,
+    sink: Box<dyn MessageSink>,
 ) -> Result<Running<S::Output>, raft::Error> {
     let (inputs, rx) = std::sync::mpsc::channel();
     let status = Arc::new(NodeStatus::default());
-    let mut node = Node::new(config, backend, state_machine, status.clone())?;
+    let mut node = Node::new(config, backend, state_machine, status.clone(), sink)?;
     let thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || node.run(rx))
@@ -113,9 +137,16 @@ struct Node<S: StateMachine> {
     state_machine: S,
     config: NodeConfig,
     status: Arc<NodeStatus>,
+    sink: Box<dyn MessageSink>,
     applied: u64,
     next_context: u64,
     proposals: HashMap<u64, Reply<S::Output>>,
+    /// Proposals raft refused because no leader is known; proposed again once one is.
+    waiting_for_leader: Vec<(Vec<u8>, Reply<S::Output>)>,
+    ticks: u64,
+    stopping: bool,
+    /// A received store copy handed to raft, installed if raft accepts its snapshot.
+    pending_snapshot: Option<(std::path::PathBuf, StoreCopy)>,
     /// Read barriers not yet handed to raft (no leader, or no commit in this term yet).
     reads_queued: Vec<Reply<u64>>,
     /// Read barriers handed to raft, by request context.
@@ -130,6 +161,7 @@ impl<S: StateMachine> Node<S> {
         backend: Backend,
         state_machine: S,
         status: Arc<NodeStatus>,
+        sink: Box<dyn MessageSink>,
     ) -> Result<Self, raft::Error> {
         let log = RaftLog::new(backend.clone());
         let loaded = log.load().map_err(store_error)?;
@@ -165,9 +197,14 @@ impl<S: StateMachine> Node<S> {
             backend,
             state_machine,
             status,
+            sink,
             applied: loaded.applied,
             next_context: rand::random::<u64>() >> 1,
             proposals: HashMap::new(),
+            waiting_for_leader: Vec::new(),
+            ticks: 0,
+            stopping: false,
+            pending_snapshot: None,
             reads_queued: Vec::new(),
             reads_in_raft: HashMap::new(),
             reads_waiting_apply: Vec::new(),
@@ -190,6 +227,7 @@ impl<S: StateMachine> Node<S> {
             }
             if Instant::now() >= next_tick {
                 self.raw.tick();
+                self.on_tick();
                 next_tick += self.config.tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.config.tick;
@@ -201,6 +239,9 @@ impl<S: StateMachine> Node<S> {
                 // answer anyone, as etcd panics on a backend failure.
                 panic!("raft persistence failed: {err}");
             }
+            if self.stopping {
+                break;
+            }
         }
         for (_, reply) in self.proposals.drain() {
             let _ = reply.send(Err(ProposeError::Stopped));
@@ -209,26 +250,107 @@ impl<S: StateMachine> Node<S> {
 
     fn handle(&mut self, input: Input<S::Output>) {
         match input {
-            Input::Propose { data, reply } => {
-                let context = self.next_context;
-                self.next_context = self.next_context.wrapping_add(1);
-                match self.raw.propose(context.to_be_bytes().to_vec(), data) {
-                    Ok(()) => {
-                        self.proposals.insert(context, reply);
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(ProposeError::Dropped));
-                    }
-                }
-            }
+            Input::Propose { data, reply } => self.propose(data, reply),
             Input::ReadIndex { reply } => self.reads_queued.push(reply),
+            Input::InstallSnapshot { message, dir } => self.offer_snapshot(*message, dir),
+            Input::Step(message) => {
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    // Snapshots arrive only with their data, as InstallSnapshot.
+                    return;
+                }
+                // Messages of an older term or from removed members are refused by raft.
+                let _ = self.raw.step(*message);
+            }
+            Input::Unreachable(id) => self.raw.report_unreachable(id),
+            Input::SnapshotFailed(id) => self.raw.report_snapshot(id, SnapshotStatus::Failure),
+            Input::SnapshotSent(id) => self.raw.report_snapshot(id, SnapshotStatus::Finish),
+            Input::Stop => self.stopping = true,
+        }
+    }
+
+    /// Hands raft the snapshot described by the received store copy (its own applied index,
+    /// which may be past what the leader's message named: the copy was taken later).
+    fn offer_snapshot(&mut self, mut message: Message, dir: std::path::PathBuf) {
+        let opened = StoreCopy::open(&dir).and_then(|copy| {
+            let metadata = snapshot_metadata(&copy)?;
+            Ok((copy, metadata))
+        });
+        let (copy, metadata) = match opened {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable store copy from the leader");
+                let _ = std::fs::remove_dir_all(&dir);
+                return;
+            }
+        };
+        if metadata.index <= self.applied || metadata.term == 0 {
+            drop(copy);
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        tracing::info!(
+            from = format!("{:x}", message.from).as_str(),
+            index = metadata.index,
+            term = metadata.term,
+            "received a store copy from the leader; installing it"
+        );
+        let snapshot = message.mut_snapshot();
+        snapshot.set_metadata(metadata);
+        snapshot.data = Vec::new().into();
+        if let Some((old, _)) = self.pending_snapshot.replace((dir, copy)) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        let _ = self.raw.step(message);
+    }
+
+    fn propose(&mut self, data: Vec<u8>, reply: Reply<S::Output>) {
+        if reply.is_closed() {
+            return; // the caller gave up
+        }
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            // As etcd, a proposal waits for a leader until the caller's request timeout.
+            self.waiting_for_leader.push((data, reply));
+            return;
+        }
+        let context = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1);
+        match self.raw.propose(context.to_be_bytes().to_vec(), data) {
+            Ok(()) => {
+                self.proposals.insert(context, reply);
+            }
+            Err(_) => {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        if self.raw.raft.leader_id != raft::INVALID_ID && !self.waiting_for_leader.is_empty() {
+            for (data, reply) in std::mem::take(&mut self.waiting_for_leader) {
+                self.propose(data, reply);
+            }
+        }
+        if self.ticks % 10 == 0 {
+            // Requests lost with a failed leader are never answered by raft; forget those
+            // whose caller timed out.
+            self.proposals.retain(|_, reply| !reply.is_closed());
+            self.waiting_for_leader.retain(|(_, reply)| !reply.is_closed());
+            self.reads_queued.retain(|reply| !reply.is_closed());
+            self.reads_in_raft.retain(|_, replies| {
+                replies.retain(|reply| !reply.is_closed());
+                !replies.is_empty()
+            });
         }
     }
 
     /// Hands queued read barriers to raft as one ReadIndex request. raft-rs silently drops a
     /// ReadIndex before the leader committed an entry of its term, so wait for that first.
     fn issue_reads(&mut self) {
-        if self.reads_queued.is_empty() || !self.raw.raft.commit_to_current_term() {
+        if self.reads_queued.is_empty()
+            || self.raw.raft.leader_id == raft::INVALID_ID
+            || !self.raw.raft.commit_to_current_term()
+        {
             return;
         }
         let context = self.next_context;
@@ -242,6 +364,15 @@ impl<S: StateMachine> Node<S> {
             return Ok(());
         }
         let mut ready = self.raw.ready();
+        // A leader may send before persisting (raft thesis 10.2.1); a follower's messages
+        // (votes, acknowledgements) come back from `persisted_messages` below.
+        self.sink.send(ready.take_messages());
+        let snapshot = ready.snapshot().clone();
+        let installing = if snapshot.is_empty() {
+            None
+        } else {
+            Some(self.pending_snapshot.take().expect("raft installs only offered snapshots"))
+        };
         let committed = ready.take_committed_entries();
         let lone_leader =
             self.raw.raft.state == StateRole::Leader && self.raw.raft.prs().is_singleton();
@@ -249,6 +380,10 @@ impl<S: StateMachine> Node<S> {
         let mut outputs = Vec::new();
         let backend = self.backend.clone();
         let mut txn = backend.write_txn()?;
+        if let Some((_, copy)) = &installing {
+            self.log.install(&mut txn, copy, snapshot.get_metadata())?;
+            self.applied = snapshot.get_metadata().index;
+        }
         self.log.append(&mut txn, ready.entries())?;
         self.apply_entries(&mut txn, &committed, &mut outputs);
         if lone_leader {
@@ -262,16 +397,26 @@ impl<S: StateMachine> Node<S> {
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
         txn.commit()?;
+        if let Some((dir, copy)) = installing {
+            drop(copy);
+            let _ = std::fs::remove_dir_all(dir);
+            self.state_machine.restored();
+            tracing::info!(index = self.applied, "installed the store copy from the leader");
+        }
         self.state_machine.committed();
 
         {
             let store = self.raw.store();
             let mut core = store.wl();
+            if !snapshot.is_empty() {
+                core.apply_snapshot(snapshot).expect("a newer snapshot replaces the mirror");
+            }
             core.append(ready.entries()).expect("persisted entries extend the mirror");
             if let Some(hs) = ready.hs() {
                 core.set_hardstate(hs.clone());
             }
         }
+        self.sink.send(ready.take_persisted_messages());
         self.answer(outputs);
         for state in ready.take_read_states() {
             let context =
@@ -285,6 +430,7 @@ impl<S: StateMachine> Node<S> {
         if let Some(commit) = light.commit_index() {
             self.raw.store().wl().mut_hard_state().commit = commit;
         }
+        self.sink.send(light.take_messages());
         let committed = light.take_committed_entries();
         if committed.iter().any(|e| e.index > self.applied) {
             let mut outputs = Vec::new();

@@ -12,7 +12,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
-use crate::backend::{meta_key, Backend};
+use crate::backend::{meta_key, Backend, StoreCopy};
 
 /// What a restart needs: the rebuilt storage and where the state machine stands.
 pub struct Loaded {
@@ -123,4 +123,51 @@ impl RaftLog {
         start[8..].copy_from_slice(&prev_term.to_be_bytes());
         self.backend.meta.put(txn, meta_key::LOG_START, &start)
     }
+
+    /// Replaces this member's whole state with a store copy from the leader, described by
+    /// `metadata` (see [`snapshot_metadata`]): the log restarts right after the copy's
+    /// applied index. The member's own identity and hard state stay.
+    pub fn install(
+        &self,
+        txn: &mut RwTxn,
+        copy: &StoreCopy,
+        metadata: &raft::prelude::SnapshotMetadata,
+    ) -> heed::Result<()> {
+        let keep = [meta_key::MEMBER_ID, meta_key::HARD_STATE];
+        self.backend.replace_from(txn, copy, &keep, &["raft_log"])?;
+        let mut start = [0u8; 16];
+        start[..8].copy_from_slice(&metadata.index.to_be_bytes());
+        start[8..].copy_from_slice(&metadata.term.to_be_bytes());
+        self.backend.meta.put(txn, meta_key::LOG_START, &start)?;
+        self.set_conf_state(txn, metadata.get_conf_state())?;
+        self.set_applied(txn, metadata.index)
+    }
+}
+
+/// What a store copy holds, in raft's terms: its applied index, the term of that entry and
+/// the membership configuration.
+pub fn snapshot_metadata(copy: &StoreCopy) -> heed::Result<raft::prelude::SnapshotMetadata> {
+    let u64_of = |bytes: Option<Vec<u8>>| -> u64 {
+        bytes.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
+    };
+    let index = u64_of(copy.meta(meta_key::APPLIED_INDEX)?);
+    let term = match copy.raft_entry(index)? {
+        Some(bytes) => Entry::parse_from_bytes(&bytes).expect("corrupt raft entry").term,
+        None => {
+            // The applied entry was the last compacted one: its term is the log start's.
+            let start = copy.meta(meta_key::LOG_START)?.unwrap_or_default();
+            if start.len() == 16 && u64::from_be_bytes(start[..8].try_into().unwrap()) == index {
+                u64::from_be_bytes(start[8..].try_into().unwrap())
+            } else {
+                0
+            }
+        }
+    };
+    let conf_state = match copy.meta(meta_key::CONF_STATE)? {
+        Some(bytes) => ConfState::parse_from_bytes(&bytes).expect("corrupt raft conf state"),
+        None => ConfState::default(),
+    };
+    let mut metadata = raft::prelude::SnapshotMetadata { index, term, ..Default::default() };
+    metadata.set_conf_state(conf_state);
+    Ok(metadata)
 }

@@ -27,6 +27,8 @@ pub enum Error {
     RequestTooLarge,
     #[error("request timed out")]
     Timeout,
+    #[error("no leader")]
+    NoLeader,
     #[error("server stopped")]
     Stopped,
 }

@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 
 use crate::apply::{Applied, Output};
 use crate::backend::Backend;
-use crate::cluster::Cluster;
+use crate::cluster::{membership, Cluster, Member};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{txn, Store};
 use crate::pb::etcdserverpb::{
@@ -31,6 +31,7 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::rsetcdpb::raft_request::Request;
 use crate::pb::rsetcdpb::{LeaseRenewal, LeaseTick, RaftRequest};
+use crate::peer::forward::LeaderLink;
 use crate::raft::{Input, NodeStatus, ProposeError};
 
 /// Limits a client cannot exceed (etcd's `--max-request-bytes`, `--max-txn-ops`).
@@ -60,6 +61,8 @@ struct Inner {
     renewals_waiting: tokio::sync::Notify,
     /// The etcd version this member reports (Status, /version, --version).
     etcd_version: String,
+    /// Where a follower sends the lease requests only the leader can answer.
+    leader_link: LeaderLink,
 }
 
 impl Server {
@@ -87,6 +90,7 @@ impl Server {
             ids,
             renewals_waiting,
             etcd_version,
+            leader_link: LeaderLink::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -109,6 +113,69 @@ impl Server {
 
     pub fn raft_status(&self) -> &NodeStatus {
         &self.inner.status
+    }
+
+    /// Every member of the cluster, as replicated; `linearizable` waits for a read barrier
+    /// first, so that a member added just before is seen.
+    pub async fn members(&self, linearizable: bool) -> Result<Vec<Member>> {
+        if linearizable {
+            self.read_barrier().await?;
+        }
+        let backend = self.backend();
+        let txn = backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        Ok(membership::load(backend, &txn).map_err(crate::mvcc::Error::from)?)
+    }
+
+    /// The member this one currently follows, if it is not the leader itself.
+    fn leader(&self) -> Result<Option<Member>> {
+        let leader = self.inner.status.leader.load(Ordering::Relaxed);
+        if leader == 0 {
+            return Err(Error::NoLeader);
+        }
+        if leader == self.inner.cluster.local.id {
+            return Ok(None);
+        }
+        let backend = self.backend();
+        let txn = backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let members = membership::load(backend, &txn).map_err(crate::mvcc::Error::from)?;
+        Ok(members.into_iter().find(|m| m.id == leader))
+    }
+
+    /// Runs `call` against the leader's peer URL, retrying (a leader may just be changing)
+    /// until the request timeout, as etcd's followers do for lease requests.
+    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<Option<T>>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<
+            Output = std::result::Result<T, crate::peer::forward::ForwardError>,
+        >,
+    {
+        let deadline = tokio::time::Instant::now() + self.inner.limits.request_timeout;
+        loop {
+            let attempt = match self.leader() {
+                Ok(None) => return Ok(None),
+                Ok(Some(leader)) => match leader.peer_urls.first() {
+                    Some(url) => call(url.clone()).await.map_err(|err| err.to_string()),
+                    None => Err("the leader has no peer URL".to_string()),
+                },
+                Err(err) => Err(err.to_string()),
+            };
+            match attempt {
+                Ok(value) => return Ok(Some(value)),
+                Err(reason) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(reason = reason.as_str(), "giving up forwarding to the leader");
+                    return Err(self.timeout_error());
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// What a request that waited the whole request timeout answers: etcd says "request
+    /// timed out" also when no leader is known (only a client that asks for a leader, see
+    /// `api::require_leader`, hears "no leader").
+    fn timeout_error(&self) -> Error {
+        Error::Timeout
     }
 
     /// A header with this member's identity, the raft term and `revision`.
@@ -233,6 +300,19 @@ impl Server {
     /// Answered from memory, as etcd's leader does; the lease clock records the renewal soon
     /// after (see `crate::lease`).
     pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+        let link = &self.inner.leader_link;
+        if let Some(mut resp) =
+            self.on_leader(|url| async move { link.keep_alive(&url, id).await }).await?
+        {
+            // etcd's follower answers with its own header.
+            resp.header = Some(self.header(self.current_revision()?));
+            return Ok(resp);
+        }
+        self.lease_keep_alive_here(id)
+    }
+
+    /// A keep-alive on the leader (also one forwarded by a follower).
+    pub fn lease_keep_alive_here(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
         // etcd takes the header before renewing.
         let header = self.header(self.current_revision()?);
         let Some(ttl) = self.inner.lessor.renew(id) else {
@@ -242,8 +322,24 @@ impl Server {
         Ok(LeaseKeepAliveResponse { header: Some(header), id, ttl })
     }
 
-    /// TTL -1 for an unknown lease (not an error), as etcd.
-    pub fn lease_time_to_live(
+    /// TTL -1 for an unknown lease (not an error), as etcd. Only the leader knows the exact
+    /// remaining time, so a follower asks it.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse> {
+        let link = &self.inner.leader_link;
+        let forwarded =
+            self.on_leader(|url| async move { link.time_to_live(&url, req).await }).await?;
+        if let Some(mut resp) = forwarded {
+            resp.header = Some(self.header(self.current_revision()?));
+            return Ok(resp);
+        }
+        self.lease_time_to_live_here(req)
+    }
+
+    /// TimeToLive from this member's lessor (the leader's answer).
+    pub fn lease_time_to_live_here(
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse> {
@@ -272,6 +368,18 @@ impl Server {
     pub fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
         let leases = self.inner.lessor.ids().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(LeaseLeasesResponse { header: Some(self.header(self.current_revision()?)), leases })
+    }
+
+    /// Publishes this member's name and client URLs through raft (etcd's publish).
+    pub async fn publish_self(&self) -> Result<()> {
+        let local = &self.inner.cluster.local;
+        let attributes = crate::pb::rsetcdpb::MemberAttributes {
+            id: local.id,
+            name: local.name.clone(),
+            client_urls: local.client_urls.clone(),
+        };
+        self.propose(Request::MemberAttributes(attributes)).await?;
+        Ok(())
     }
 
     /// Proposes revokes for expired leases; only the leader does, so members never race.
@@ -372,7 +480,7 @@ impl Server {
         answer: oneshot::Receiver<std::result::Result<T, ProposeError>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.inner.limits.request_timeout, answer).await {
-            Err(_) => Err(Error::Timeout),
+            Err(_) => Err(self.timeout_error()),
             Ok(Err(_)) | Ok(Ok(Err(ProposeError::Stopped))) => Err(Error::Stopped),
             Ok(Ok(Err(ProposeError::Dropped))) => Err(Error::Timeout),
             Ok(Ok(Ok(value))) => Ok(value),

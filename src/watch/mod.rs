@@ -145,6 +145,27 @@ impl WatchHub {
         }
     }
 
+    /// The store jumped to `revision` without publishing the revisions in between (a store
+    /// copy from the leader was installed): every watcher reads what it missed from the
+    /// store, or learns that it was compacted.
+    pub fn jumped(&self, revision: i64) {
+        let mut state = self.lock();
+        state.last_published = revision;
+        let mut behind = Vec::new();
+        for (&stream_id, stream) in state.streams.iter_mut() {
+            for (&watch_id, watcher) in stream.watchers.iter_mut() {
+                if watcher.synced {
+                    watcher.synced = false;
+                    behind.push((stream_id, watch_id));
+                }
+            }
+        }
+        drop(state);
+        for (stream_id, watch_id) in behind {
+            self.spawn_catch_up(stream_id, watch_id);
+        }
+    }
+
     fn spawn_catch_up(&self, stream_id: StreamId, watch_id: WatchId) {
         let hub = self.clone();
         self.runtime.spawn(async move { hub.catch_up(stream_id, watch_id).await });

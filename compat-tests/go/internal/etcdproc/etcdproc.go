@@ -1,6 +1,7 @@
 // Package etcdproc runs an etcd-compatible server binary (rsetcd, or a real
 // etcd for comparison) as a single-member cluster on loopback ports, for the
-// client compatibility tests of this module.
+// client compatibility tests of this module. NewCluster runs several such
+// processes as the members of one cluster.
 //
 // The server is started with etcd's own flags, its stdout and stderr go to a
 // log file, and it counts as started once it logs
@@ -78,6 +79,15 @@ type Proc struct {
 	// ExtraArgs are appended to Args (e.g. --max-request-bytes=...); set
 	// them before Start.
 	ExtraArgs []string
+	// InitialCluster, when set, is passed as --initial-cluster instead of
+	// "Name=PeerURL": the member is one of several (see NewCluster). Start
+	// then never moves it to other ports, since the other members know its
+	// peer URL.
+	InitialCluster string
+	// InitialClusterToken and InitialClusterState, when set, are passed as
+	// --initial-cluster-token and --initial-cluster-state.
+	InitialClusterToken string
+	InitialClusterState string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -118,15 +128,26 @@ func New(t testing.TB, bin, name string) *Proc {
 
 // Args are the command-line flags the member is started with.
 func (p *Proc) Args() []string {
-	return append([]string{
+	initialCluster := p.InitialCluster
+	if initialCluster == "" {
+		initialCluster = p.Name + "=" + p.PeerURL
+	}
+	args := []string{
 		"--name", p.Name,
 		"--data-dir", p.DataDir,
 		"--listen-client-urls", p.ClientURL,
 		"--advertise-client-urls", p.ClientURL,
 		"--listen-peer-urls", p.PeerURL,
 		"--initial-advertise-peer-urls", p.PeerURL,
-		"--initial-cluster", p.Name + "=" + p.PeerURL,
-	}, p.ExtraArgs...)
+		"--initial-cluster", initialCluster,
+	}
+	if p.InitialClusterToken != "" {
+		args = append(args, "--initial-cluster-token", p.InitialClusterToken)
+	}
+	if p.InitialClusterState != "" {
+		args = append(args, "--initial-cluster-state", p.InitialClusterState)
+	}
+	return append(args, p.ExtraArgs...)
 }
 
 // Pid returns the process id of the running server, or 0 when none runs.
@@ -155,13 +176,15 @@ func (p *Proc) Running() bool {
 }
 
 // Start launches the server and waits, up to timeout, until it has logged
-// ReadyLine and answered a Get. When the very first start fails because a
-// port was taken (other test packages run beside this one), it starts again
-// on fresh ports and a fresh data directory.
+// ReadyLine and answered a Get. When the very first start of a single
+// member fails because a port was taken (other test packages run beside
+// this one), it starts again on fresh ports and a fresh data directory; a
+// cluster member (InitialCluster set) is not moved, Cluster.Start retries
+// the whole cluster instead.
 func (p *Proc) Start(timeout time.Duration) error {
 	for attempt := 1; ; attempt++ {
 		err := p.startOnce(timeout)
-		if err == nil || p.everReady || attempt == 3 ||
+		if err == nil || p.everReady || attempt == 3 || p.InitialCluster != "" ||
 			!strings.Contains(strings.ToLower(p.LogTail(20)), "address already in use") {
 			if err == nil {
 				p.everReady = true
