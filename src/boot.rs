@@ -17,7 +17,7 @@ use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::peer::transport::{self, Inbound};
 use crate::raft::{Input, NodeConfig};
-use crate::server::{Limits, Server};
+use crate::server::{Limits, Server, Settings};
 use crate::watch::WatchHub;
 
 /// How far the LMDB map may grow; a sparse reservation, not memory. The quota (NOSPACE)
@@ -46,7 +46,7 @@ pub async fn run(
 
     let backend = Backend::open(&config.data_dir, map_size(config.quota_backend_bytes))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
-    let (cluster, members) = identity(&config, &backend)?;
+    let (cluster, members) = identity(&config, &backend).await?;
     tracing::info!(
         name = config.name.as_str(),
         data_dir = %config.data_dir.display(),
@@ -62,6 +62,7 @@ pub async fn run(
     let node_config = NodeConfig {
         id: cluster.local.id,
         voters: members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect(),
+        learners: members.iter().filter(|m| m.is_learner).map(|m| m.id).collect(),
         tick: config.heartbeat_interval,
         election_ticks: ticks(config.election_timeout),
         heartbeat_ticks: 1,
@@ -128,9 +129,12 @@ pub async fn run(
         raft.inputs.clone(),
         raft.status,
         cluster,
-        limits,
         lessor,
-        config.etcd_version.clone(),
+        Settings {
+            limits,
+            etcd_version: config.etcd_version.clone(),
+            snapshot_dir: snapshot_dir.clone(),
+        },
     );
     let lease_loop = tokio::spawn(server.clone().run_lease_loop());
 
@@ -261,7 +265,7 @@ async fn bind_all(
 /// On first start the ids and the membership come from the flags (as etcd computes them) and
 /// are stored; on a restart the stored ones win, as etcd ignores `--initial-*` once a data
 /// dir exists.
-fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<Member>)> {
+async fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<Member>)> {
     // (name, peer URLs) in the order of --initial-cluster; a name may list several URLs.
     let mut initial: Vec<(String, Vec<String>)> = Vec::new();
     for (name, url) in &config.initial_cluster {
@@ -299,22 +303,12 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<
     let (member_id, cluster_id, members) = match stored {
         (Some(m), Some(c)) if !stored_members.is_empty() => (m, c, stored_members),
         _ => {
-            if config.initial_cluster_state == ClusterState::Existing {
-                bail!("--initial-cluster-state=existing needs a running cluster to join, which rsetcd cannot do yet");
-            }
-            let members: Vec<Member> = initial
-                .iter()
-                .map(|(name, urls)| Member {
-                    id: cluster::member_id(urls, &config.initial_cluster_token),
-                    name: name.clone(),
-                    peer_urls: urls.clone(),
-                    client_urls: Vec::new(),
-                    is_learner: false,
-                })
-                .collect();
-            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-            let member_id = cluster::member_id(&own_urls, &config.initial_cluster_token);
-            let cluster_id = cluster::cluster_id(&ids);
+            let (member_id, cluster_id, members) =
+                if config.initial_cluster_state == ClusterState::Existing {
+                    join(&initial, &own_urls).await?
+                } else {
+                    bootstrap(&initial, &own_urls, &config.initial_cluster_token)
+                };
             let mut txn = backend.write_txn()?;
             backend.put_meta_i64(&mut txn, meta_key::MEMBER_ID, member_id as i64)?;
             backend.put_meta_i64(&mut txn, meta_key::CLUSTER_ID, cluster_id as i64)?;
@@ -331,4 +325,66 @@ fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<
         is_learner: members.iter().any(|m| m.id == member_id && m.is_learner),
     };
     Ok((Cluster { cluster_id, local }, members))
+}
+
+/// A new cluster: every member and the cluster id follow from `--initial-cluster` and the
+/// token, as etcd computes them.
+fn bootstrap(
+    initial: &[(String, Vec<String>)],
+    own_urls: &[String],
+    token: &str,
+) -> (u64, u64, Vec<Member>) {
+    let members: Vec<Member> = initial
+        .iter()
+        .map(|(name, urls)| Member {
+            id: cluster::member_id(urls, token),
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    (cluster::member_id(own_urls, token), cluster::cluster_id(&ids), members)
+}
+
+/// Joining a running cluster (`--initial-cluster-state existing`), after `member add`:
+/// the membership and the cluster id come from a running member, as etcd fetches them; this
+/// member is the one added with its peer URLs.
+async fn join(
+    initial: &[(String, Vec<String>)],
+    own_urls: &[String],
+) -> anyhow::Result<(u64, u64, Vec<Member>)> {
+    let mut failures = Vec::new();
+    let others = initial.iter().flat_map(|(_, urls)| urls).filter(|u| !own_urls.contains(u));
+    for url in others {
+        match crate::peer::forward::fetch_members(url).await {
+            Ok((cluster_id, members)) => {
+                let mut own = own_urls.to_vec();
+                own.sort();
+                let me = members.iter().find(|m| {
+                    let mut urls = m.peer_urls.clone();
+                    urls.sort();
+                    urls == own
+                });
+                let Some(me) = me else {
+                    bail!(
+                        "error validating peerURLs: no member of cluster {cluster_id:x} has peer \
+                         URLs {}; add this member first (etcdctl member add)",
+                        own.join(",")
+                    );
+                };
+                return Ok((me.id, cluster_id, members));
+            }
+            Err(err) => failures.push(err.to_string()),
+        }
+    }
+    bail!(
+        "cannot fetch cluster info from the peer urls of --initial-cluster: {}",
+        if failures.is_empty() {
+            "no other member listed".to_string()
+        } else {
+            failures.join("; ")
+        }
+    )
 }

@@ -657,8 +657,7 @@ def _exact_substitutions(ctx: NormContext) -> list:
     for value, name in ((s.member_id, "<MEMBER_ID>"), (s.cluster_id, "<CLUSTER_ID>")):
         if value:
             forms = {str(value), format(value, "x"), format(value, "016x")}
-            subs.append((re.compile(r"\b(?:" + "|".join(sorted(forms, key=len, reverse=True))
-                                    + r")\b"), name))
+            subs.append((_id_pattern(value, forms), name))
     # Captured ids (leases) are random per server: replace hex and decimal forms.
     for name, value in ctx.captures.items():
         try:
@@ -670,9 +669,20 @@ def _exact_substitutions(ctx: NormContext) -> list:
         forms = {f for f in (value, str(n), format(n, "x"), format(n, "016x")) if len(f) >= 6}
         if not forms:
             continue
-        subs.append((re.compile(r"\b(?:" + "|".join(sorted(forms, key=len, reverse=True))
-                                + r")\b"), f"<{name}>"))
+        subs.append((_id_pattern(n, forms), f"<{name}>"))
     return subs
+
+
+def _id_pattern(value: int, forms: set) -> re.Pattern:
+    """Matches an id in any of `forms`, and also etcdctl's `%16x` form: an id with fewer
+    than 16 hex digits is printed space-padded ("added to cluster  abc..."), which must not
+    show up as a difference between two servers whose ids merely differ in length."""
+    alternatives = [r"\b(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+                    + r")\b"]
+    padded = format(value, "16x")
+    if padded.startswith(" "):
+        alternatives.insert(0, re.escape(padded) + r"\b")
+    return re.compile("|".join(alternatives))
 
 
 def _apply_subs(text: str, subs: list) -> str:
@@ -829,6 +839,11 @@ def normalize_stdout(raw: bytes, ctx: NormContext) -> str:
                 if m.group(1) in rules:
                     line = f'"{m.group(1)}" : {rules[m.group(1)]}'
         elif fmt == "simple":
+            m = re.match(r'^ETCD_INITIAL_CLUSTER="(.*)"$', line)
+            if m:
+                # `member add` lists the members in id order, and the added member's id is
+                # hashed with the time: only the set of entries is comparable.
+                line = 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(m.group(1).split(","))) + '"'
             if cmd == "endpoint status":
                 line = _norm_simple_columns(line, STATUS_SIMPLE_COLUMNS)
             elif cmd == "endpoint hashkv":

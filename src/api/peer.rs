@@ -6,11 +6,14 @@ use raft::prelude::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::status::to_status;
+use crate::pb::etcdserverpb::{self as pb, MemberPromoteRequest, MemberPromoteResponse};
 use crate::pb::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::pb::rsetcdpb::peer_server::{Peer, PeerServer};
-use crate::pb::rsetcdpb::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
+use crate::pb::rsetcdpb::{
+    MembersRequest, MembersResponse, RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
+};
 use crate::peer::transport::{Deliver, Inbound};
 use crate::server::Server;
 
@@ -101,6 +104,29 @@ impl Peer for PeerService {
         };
         (self.deliver)(Inbound::Snapshot { message: Box::new(message), dir });
         Ok(Response::new(SnapshotAck {}))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.leader_only()?;
+        let members = self.server.member_promote(request.get_ref().id).await.map_err(to_status)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.server.header(0)),
+            members: members.iter().map(pb::Member::from).collect(),
+        }))
+    }
+
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let members = self.server.members(true).await.map_err(to_status)?;
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.server.cluster().cluster_id,
+            members: members.iter().map(pb::Member::from).collect(),
+        }))
     }
 
     async fn lease_keep_alive(

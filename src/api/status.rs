@@ -40,6 +40,35 @@ pub fn to_status(err: Error) -> Status {
         Error::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
+        Error::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+        Error::MemberBadUrls => {
+            (Code::InvalidArgument, "etcdserver: given member URLs are invalid")
+        }
+        Error::PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        Error::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        Error::MemberNotLearner => {
+            (Code::FailedPrecondition, "etcdserver: can only promote a learner member")
+        }
+        Error::LearnerNotReady => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        Error::TooManyLearners => {
+            (Code::FailedPrecondition, "etcdserver: too many learner members in cluster")
+        }
+        Error::NotEnoughStartedMembers => (
+            Code::FailedPrecondition,
+            "etcdserver: re-configuration failed due to not enough started members",
+        ),
+        Error::NotSupportedForLearner => {
+            (Code::FailedPrecondition, "etcdserver: rpc not supported for learner")
+        }
+        Error::BadLeaderTransferee => {
+            (Code::FailedPrecondition, "etcdserver: bad leader transferee")
+        }
+        Error::LeaderTransferTimeout => {
+            (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long")
+        }
         Error::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
     };
     Status::new(code, message)

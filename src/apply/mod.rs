@@ -7,6 +7,7 @@
 use heed::RwTxn;
 use prost::Message;
 
+use crate::cluster::membership;
 use crate::lease::Lessor;
 use crate::mvcc::{self, store, txn, Store, Writer};
 use crate::pb::etcdserverpb::{
@@ -18,6 +19,7 @@ use crate::pb::rsetcdpb::raft_request::Request;
 use crate::pb::rsetcdpb::RaftRequest;
 use crate::raft::StateMachine;
 use crate::watch::WatchHub;
+use raft::prelude::{ConfChange, ConfChangeType};
 
 /// What applying one request produced; headers carry only the revision (the server adds the
 /// member identity).
@@ -31,6 +33,8 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     LeaseTick,
     MemberAttributes,
+    /// The membership after a change.
+    Members(Vec<crate::cluster::Member>),
 }
 
 /// A lease change to hand to the lessor once committed.
@@ -124,8 +128,13 @@ impl Applier {
                 self.lease_changes.extend(renewed);
                 Ok(Applied::LeaseTick)
             }
+            Request::MemberUpdate(update) => {
+                let members = membership::update_peer_urls(&self.store.backend, txn, &update)
+                    .map_err(mvcc::Error::from)?;
+                Ok(Applied::Members(members))
+            }
             Request::MemberAttributes(attributes) => {
-                crate::cluster::membership::set_attributes(&self.store.backend, txn, &attributes)
+                membership::set_attributes(&self.store.backend, txn, &attributes)
                     .map_err(mvcc::Error::from)?;
                 Ok(Applied::MemberAttributes)
             }
@@ -153,6 +162,19 @@ impl StateMachine for Applier {
             panic!("storage failure applying entry {index}: {err}");
         }
         output
+    }
+
+    fn apply_conf_change(&mut self, txn: &mut RwTxn, _index: u64, change: &ConfChange) -> Output {
+        let id = change.node_id;
+        let context = change.context.as_ref();
+        let change = match change.get_change_type() {
+            ConfChangeType::AddNode => membership::Change::AddVoter { id, context },
+            ConfChangeType::AddLearnerNode => membership::Change::AddLearner { id, context },
+            ConfChangeType::RemoveNode => membership::Change::Remove { id },
+        };
+        let members = membership::apply_change(&self.store.backend, txn, change)
+            .unwrap_or_else(|err| panic!("storage failure applying a membership change: {err}"));
+        Ok(Applied::Members(members))
     }
 
     fn restored(&mut self) {

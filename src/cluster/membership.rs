@@ -8,7 +8,23 @@ use prost::Message;
 use super::Member;
 use crate::backend::{meta_key, Backend};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::rsetcdpb::{MemberAttributes, MemberSet};
+use crate::pb::rsetcdpb::{MemberAttributes, MemberSet, MemberUpdate};
+
+/// A committed membership change, as raft carries it (see `raft::node`).
+pub enum Change<'a> {
+    /// A new voter, or the promotion of a learner; `context` is the proposed member.
+    AddVoter {
+        id: u64,
+        context: &'a [u8],
+    },
+    AddLearner {
+        id: u64,
+        context: &'a [u8],
+    },
+    Remove {
+        id: u64,
+    },
+}
 
 impl From<&Member> for pb::Member {
     fn from(m: &Member) -> Self {
@@ -64,4 +80,48 @@ pub fn set_attributes(
     member.name = attributes.name.clone();
     member.client_urls = attributes.client_urls.clone();
     save(backend, txn, &members)
+}
+
+/// Applies a committed membership change and returns the new membership.
+pub fn apply_change(
+    backend: &Backend,
+    txn: &mut RwTxn,
+    change: Change<'_>,
+) -> heed::Result<Vec<Member>> {
+    let mut members = load(backend, txn)?;
+    let proposed = |id: u64, context: &[u8], is_learner: bool| {
+        let mut member = Member::from(pb::Member::decode(context).unwrap_or_default());
+        member.id = id;
+        member.is_learner = is_learner;
+        member
+    };
+    match change {
+        Change::AddVoter { id, context } => match members.iter_mut().find(|m| m.id == id) {
+            Some(learner) => learner.is_learner = false,
+            None => members.push(proposed(id, context, false)),
+        },
+        Change::AddLearner { id, context } => {
+            if !members.iter().any(|m| m.id == id) {
+                members.push(proposed(id, context, true));
+            }
+        }
+        Change::Remove { id } => members.retain(|m| m.id != id),
+    }
+    members.sort_by_key(|m| m.id);
+    save(backend, txn, &members)?;
+    Ok(members)
+}
+
+/// Records a member's new peer URLs and returns the new membership.
+pub fn update_peer_urls(
+    backend: &Backend,
+    txn: &mut RwTxn,
+    update: &MemberUpdate,
+) -> heed::Result<Vec<Member>> {
+    let mut members = load(backend, txn)?;
+    if let Some(member) = members.iter_mut().find(|m| m.id == update.id) {
+        member.peer_urls = update.peer_urls.clone();
+    }
+    save(backend, txn, &members)?;
+    Ok(members)
 }

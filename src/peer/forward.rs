@@ -20,6 +20,26 @@ pub struct ForwardError {
     pub reason: String,
 }
 
+/// The cluster id and membership as a running member at `url` knows them.
+pub async fn fetch_members(url: &str) -> Result<(u64, Vec<crate::cluster::Member>), ForwardError> {
+    let fail = |reason: String| ForwardError { url: url.to_string(), reason };
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| fail(e.to_string()))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let request = crate::pb::rsetcdpb::MembersRequest {};
+    let resp = PeerClient::new(channel)
+        .members(request)
+        .await
+        .map_err(|s| fail(s.message().to_string()))?
+        .into_inner();
+    let members = resp.members.into_iter().map(crate::cluster::Member::from).collect();
+    Ok((resp.cluster_id, members))
+}
+
 /// A connection to the current leader, kept while the leader stays the same.
 #[derive(Default)]
 pub struct LeaderLink {
@@ -63,6 +83,24 @@ impl LeaderLink {
         let mut client = self.client(url).await?;
         let answer = client.lease_time_to_live(request).await;
         answer.map(|r| r.into_inner()).map_err(|s| self.failed(url, s))
+    }
+
+    /// A promotion checked by the leader: the leader's own error (not a transport failure)
+    /// comes back as the inner error.
+    pub async fn member_promote(
+        &self,
+        url: &str,
+        id: u64,
+    ) -> Result<Result<Vec<crate::pb::etcdserverpb::Member>, crate::server::Error>, ForwardError>
+    {
+        let mut client = self.client(url).await?;
+        match client.member_promote(crate::pb::etcdserverpb::MemberPromoteRequest { id }).await {
+            Ok(resp) => Ok(Ok(resp.into_inner().members)),
+            Err(status) => match crate::server::Error::from_etcd_message(status.message()) {
+                Some(err) => Ok(Err(err)),
+                None => Err(self.failed(url, status)),
+            },
+        }
     }
 
     fn failed(&self, url: &str, status: tonic::Status) -> ForwardError {

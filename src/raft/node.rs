@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heed::RwTxn;
-use raft::prelude::{ConfState, Entry, EntryType, Message, MessageType};
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+};
 use raft::storage::MemStorage;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::oneshot;
@@ -36,6 +39,15 @@ pub trait StateMachine: Send + 'static {
     /// caller is answered: the place to publish their effects (watch events).
     fn committed(&mut self) {}
 
+    /// Applies a committed membership change (raft has already applied it to its
+    /// configuration); `change.context` is what the proposer attached.
+    fn apply_conf_change(
+        &mut self,
+        txn: &mut RwTxn,
+        index: u64,
+        change: &ConfChange,
+    ) -> Self::Output;
+
     /// Called once a store copy from the leader replaced the whole state: whatever the
     /// state machine keeps in memory must be rebuilt from the store.
     fn restored(&mut self) {}
@@ -53,6 +65,10 @@ pub enum ProposeError {
     Dropped,
     #[error("raft node stopped")]
     Stopped,
+    #[error("this member is not the leader")]
+    NotLeader,
+    #[error("the learner is not in sync with the leader")]
+    LearnerNotReady,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
@@ -72,6 +88,11 @@ pub enum Input<O> {
     SnapshotFailed(u64),
     /// A snapshot for this member was delivered.
     SnapshotSent(u64),
+    /// Hand leadership to this member (the leader only).
+    TransferLeader(u64),
+    /// Replicate a membership change. A promotion (`AddNode` of a learner) is checked by
+    /// the leader first: the learner must have 90% of the leader's log, as etcd requires.
+    ProposeConfChange { change: ConfChange, promotion: bool, reply: Reply<O> },
     /// A store copy from the leader, received into `dir`, for a member behind the leader's
     /// compacted log; `message` is the leader's snapshot message.
     InstallSnapshot { message: Box<Message>, dir: std::path::PathBuf },
@@ -90,12 +111,16 @@ pub struct NodeStatus {
     /// This member is leader and the only voter: everything acknowledged is already applied
     /// here, so a linearizable read needs no ReadIndex round trip.
     pub lone_leader: AtomicBool,
+    /// This member is a learner in the applied configuration.
+    pub is_learner: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: u64,
+    /// The configuration a fresh data dir starts with (ignored once raft state exists).
     pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -145,6 +170,8 @@ struct Node<S: StateMachine> {
     waiting_for_leader: Vec<(Vec<u8>, Reply<S::Output>)>,
     ticks: u64,
     stopping: bool,
+    /// This member's removal was applied: it stops, as etcd does.
+    removed: bool,
     /// A received store copy handed to raft, installed if raft accepts its snapshot.
     pending_snapshot: Option<(std::path::PathBuf, StoreCopy)>,
     /// Read barriers not yet handed to raft (no leader, or no commit in this term yet).
@@ -168,7 +195,7 @@ impl<S: StateMachine> Node<S> {
         let storage = if loaded.initialized {
             loaded.storage
         } else {
-            let conf_state = ConfState::from((config.voters.clone(), vec![]));
+            let conf_state = ConfState::from((config.voters.clone(), config.learners.clone()));
             let mut txn = backend.write_txn().map_err(store_error)?;
             log.set_conf_state(&mut txn, &conf_state).map_err(store_error)?;
             txn.commit().map_err(store_error)?;
@@ -204,6 +231,7 @@ impl<S: StateMachine> Node<S> {
             waiting_for_leader: Vec::new(),
             ticks: 0,
             stopping: false,
+            removed: false,
             pending_snapshot: None,
             reads_queued: Vec::new(),
             reads_in_raft: HashMap::new(),
@@ -239,6 +267,11 @@ impl<S: StateMachine> Node<S> {
                 // answer anyone, as etcd panics on a backend failure.
                 panic!("raft persistence failed: {err}");
             }
+            if self.removed {
+                tracing::warn!("the member has been permanently removed from the cluster");
+                // etcd exits (status 0) once its removal is applied.
+                std::process::exit(0);
+            }
             if self.stopping {
                 break;
             }
@@ -264,6 +297,10 @@ impl<S: StateMachine> Node<S> {
             Input::Unreachable(id) => self.raw.report_unreachable(id),
             Input::SnapshotFailed(id) => self.raw.report_snapshot(id, SnapshotStatus::Failure),
             Input::SnapshotSent(id) => self.raw.report_snapshot(id, SnapshotStatus::Finish),
+            Input::TransferLeader(id) => self.raw.transfer_leader(id),
+            Input::ProposeConfChange { change, promotion, reply } => {
+                self.propose_conf_change(change, promotion, reply)
+            }
             Input::Stop => self.stopping = true,
         }
     }
@@ -315,6 +352,37 @@ impl<S: StateMachine> Node<S> {
         let context = self.next_context;
         self.next_context = self.next_context.wrapping_add(1);
         match self.raw.propose(context.to_be_bytes().to_vec(), data) {
+            Ok(()) => {
+                self.proposals.insert(context, reply);
+            }
+            Err(_) => {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+        }
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+        promotion: bool,
+        reply: Reply<S::Output>,
+    ) {
+        if promotion {
+            let raft = &self.raw.raft;
+            if raft.state != StateRole::Leader {
+                let _ = reply.send(Err(ProposeError::NotLeader));
+                return;
+            }
+            let leader_match = raft.prs().get(raft.id).map_or(0, |p| p.matched);
+            let learner_match = raft.prs().get(change.node_id).map_or(0, |p| p.matched);
+            if (learner_match as f64) < (leader_match as f64) * 0.9 {
+                let _ = reply.send(Err(ProposeError::LearnerNotReady));
+                return;
+            }
+        }
+        let context = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1);
+        match self.raw.propose_conf_change(context.to_be_bytes().to_vec(), change) {
             Ok(()) => {
                 self.proposals.insert(context, reply);
             }
@@ -385,12 +453,12 @@ impl<S: StateMachine> Node<S> {
             self.applied = snapshot.get_metadata().index;
         }
         self.log.append(&mut txn, ready.entries())?;
-        self.apply_entries(&mut txn, &committed, &mut outputs);
+        self.apply_entries(&mut txn, &committed, &mut outputs)?;
         if lone_leader {
             let normal =
                 ready.entries().iter().take_while(|e| e.entry_type == EntryType::EntryNormal);
             let normal: Vec<Entry> = normal.cloned().collect();
-            self.apply_entries(&mut txn, &normal, &mut outputs);
+            self.apply_entries(&mut txn, &normal, &mut outputs)?;
         }
         let mut hard_state = self.raw.raft.hard_state();
         hard_state.commit = hard_state.commit.max(self.applied);
@@ -435,7 +503,7 @@ impl<S: StateMachine> Node<S> {
         if committed.iter().any(|e| e.index > self.applied) {
             let mut outputs = Vec::new();
             let mut txn = backend.write_txn()?;
-            self.apply_entries(&mut txn, &committed, &mut outputs);
+            self.apply_entries(&mut txn, &committed, &mut outputs)?;
             let mut hard_state = self.raw.raft.hard_state();
             hard_state.commit = hard_state.commit.max(self.applied);
             self.log.set_hard_state(&mut txn, &hard_state)?;
@@ -452,12 +520,33 @@ impl<S: StateMachine> Node<S> {
         Ok(())
     }
 
+    /// Applies a membership change to raft's configuration and to the state machine; the
+    /// new configuration is persisted in the same transaction.
+    fn apply_conf_change(&mut self, txn: &mut RwTxn, entry: &Entry) -> heed::Result<S::Output> {
+        let change = ConfChange::parse_from_bytes(&entry.data).expect("corrupt conf change entry");
+        match self.raw.apply_conf_change(&change) {
+            Ok(conf_state) => {
+                self.log.set_conf_state(txn, &conf_state)?;
+                self.raw.store().wl().set_conf_state(conf_state);
+            }
+            // A change raft refuses (e.g. removing the last voter) leaves the configuration
+            // as it was; the membership record follows the same rule in the state machine.
+            Err(err) => tracing::warn!(index = entry.index, error = %err, "conf change refused"),
+        }
+        if change.node_id == self.config.id
+            && change.get_change_type() == ConfChangeType::RemoveNode
+        {
+            self.removed = true;
+        }
+        Ok(self.state_machine.apply_conf_change(txn, entry.index, &change))
+    }
+
     fn apply_entries(
         &mut self,
         txn: &mut RwTxn,
         entries: &[Entry],
         outputs: &mut Vec<(u64, S::Output)>,
-    ) {
+    ) -> heed::Result<()> {
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -471,15 +560,20 @@ impl<S: StateMachine> Node<S> {
                 }
                 // The empty entry a new leader appends, committed to learn the commit index.
                 EntryType::EntryNormal => {}
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    tracing::warn!(
-                        index = entry.index,
-                        "membership changes are not supported yet; entry skipped"
-                    );
+                EntryType::EntryConfChange => {
+                    let output = self.apply_conf_change(txn, entry)?;
+                    if let Ok(context) = <[u8; 8]>::try_from(entry.context.as_ref()) {
+                        outputs.push((u64::from_be_bytes(context), output));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // rsetcd proposes only single changes (etcd's API changes one member).
+                    tracing::warn!(index = entry.index, "joint membership change entry skipped");
                 }
             }
             self.applied = entry.index;
         }
+        Ok(())
     }
 
     fn answer(&mut self, outputs: Vec<(u64, S::Output)>) {
@@ -527,6 +621,8 @@ impl<S: StateMachine> Node<S> {
         self.status.applied.store(self.applied, Ordering::Relaxed);
         let lone = raft.state == StateRole::Leader && raft.prs().is_singleton();
         self.status.lone_leader.store(lone, Ordering::Release);
+        let learner = raft.prs().conf().learners().contains(&raft.id);
+        self.status.is_learner.store(learner, Ordering::Relaxed);
     }
 }
 

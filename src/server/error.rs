@@ -29,8 +29,41 @@ pub enum Error {
     Timeout,
     #[error("no leader")]
     NoLeader,
+    #[error("not leader")]
+    NotLeader,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("server stopped")]
     Stopped,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The error a leader answered a forwarded request with, from etcd's message text
+    /// (only those a forwarded membership change can produce).
+    pub fn from_etcd_message(message: &str) -> Option<Error> {
+        let text = message.strip_prefix("etcdserver: ")?;
+        [Error::MemberNotFound, Error::MemberNotLearner, Error::LearnerNotReady, Error::NotLeader]
+            .into_iter()
+            .find(|err| err.to_string() == text)
+    }
+}

@@ -5,6 +5,8 @@
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod maintenance;
+pub mod member_changes;
 pub mod validate;
 
 use std::sync::atomic::Ordering;
@@ -42,6 +44,16 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
+/// What the server is told at start-up besides its collaborators.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    /// The etcd version this member reports (Status, /version, --version).
+    pub etcd_version: String,
+    /// Where store copies are written (snapshots for clients and for members).
+    pub snapshot_dir: std::path::PathBuf,
+}
+
 /// Cloneable handle to the running member.
 #[derive(Clone)]
 pub struct Server {
@@ -63,6 +75,8 @@ struct Inner {
     etcd_version: String,
     /// Where a follower sends the lease requests only the leader can answer.
     leader_link: LeaderLink,
+    /// Where store copies are written (snapshots for clients and for members).
+    snapshot_dir: std::path::PathBuf,
 }
 
 impl Server {
@@ -71,10 +85,10 @@ impl Server {
         raft: Sender<Input<Output>>,
         status: Arc<NodeStatus>,
         cluster: Cluster,
-        limits: Limits,
         lessor: Lessor,
-        etcd_version: String,
+        settings: Settings,
     ) -> Self {
+        let Settings { limits, etcd_version, snapshot_dir } = settings;
         let renewals_waiting = tokio::sync::Notify::new();
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -91,6 +105,7 @@ impl Server {
             renewals_waiting,
             etcd_version,
             leader_link: LeaderLink::default(),
+            snapshot_dir,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -210,6 +225,9 @@ impl Server {
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         validate::range(&req)?;
         if !req.serializable {
+            if self.is_learner() {
+                return Err(Error::NotSupportedForLearner);
+            }
             self.read_barrier().await?;
         }
         let store = &self.inner.store;
@@ -483,6 +501,8 @@ impl Server {
             Err(_) => Err(self.timeout_error()),
             Ok(Err(_)) | Ok(Ok(Err(ProposeError::Stopped))) => Err(Error::Stopped),
             Ok(Ok(Err(ProposeError::Dropped))) => Err(Error::Timeout),
+            Ok(Ok(Err(ProposeError::NotLeader))) => Err(Error::NotLeader),
+            Ok(Ok(Err(ProposeError::LearnerNotReady))) => Err(Error::LearnerNotReady),
             Ok(Ok(Ok(value))) => Ok(value),
         }
     }

@@ -1,0 +1,68 @@
+//! Maintenance work on a member: leadership transfer, the whole-store hash, and consistent
+//! copies of the store for `etcdctl snapshot save`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Error, Result, Server};
+use crate::cluster::membership;
+use crate::raft::Input;
+
+impl Server {
+    /// Hands leadership to `target`, as etcd's MoveLeader: only the leader may, only to a
+    /// voting member, and the answer waits until the target leads.
+    pub async fn move_leader(&self, target: u64) -> Result<()> {
+        let local = self.inner.cluster.local.id;
+        if self.inner.status.leader.load(Ordering::Relaxed) != local {
+            return Err(Error::NotLeader);
+        }
+        let members = self.members(false).await?;
+        if !members.iter().any(|m| m.id == target && !m.is_learner) {
+            return Err(Error::BadLeaderTransferee);
+        }
+        if target == local {
+            return Ok(());
+        }
+        self.inner.raft.send(Input::TransferLeader(target)).map_err(|_| Error::Stopped)?;
+        let deadline = tokio::time::Instant::now() + self.inner.limits.request_timeout;
+        while self.inner.status.leader.load(Ordering::Relaxed) != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::LeaderTransferTimeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// etcd's Maintenance.Hash: a CRC-32C over the replicated state (every member at the
+    /// same applied index has the same one), with the current revision.
+    pub fn hash_all(&self) -> Result<(u32, i64)> {
+        let store = &self.inner.store;
+        let txn = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let hash = store.backend.state_hash(&txn).map_err(crate::mvcc::Error::from)?;
+        Ok((hash, store.current_rev(&txn)?))
+    }
+
+    /// Writes a consistent copy of the whole store to a new file and returns its path; the
+    /// caller removes it.
+    pub async fn store_copy(&self) -> Result<PathBuf> {
+        let backend = self.backend().clone();
+        let dir = self.inner.snapshot_dir.clone();
+        let path = dir.join(format!("outgoing-{:016x}.mdb", rand::random::<u64>()));
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || backend.copy_to(&target))
+            .await
+            .map_err(|_| Error::Stopped)?
+            .map_err(crate::mvcc::Error::from)?;
+        Ok(path)
+    }
+
+    /// The ids of the current members (for checks that need no read barrier).
+    pub fn member_ids(&self) -> Result<Vec<u64>> {
+        let backend = self.backend();
+        let txn = backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let members = membership::load(backend, &txn).map_err(crate::mvcc::Error::from)?;
+        Ok(members.into_iter().map(|m| m.id).collect())
+    }
+}
