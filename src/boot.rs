@@ -266,15 +266,7 @@ async fn bind_all(
 /// are stored; on a restart the stored ones win, as etcd ignores `--initial-*` once a data
 /// dir exists.
 async fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster, Vec<Member>)> {
-    // (name, peer URLs) in the order of --initial-cluster; a name may list several URLs.
-    let mut initial: Vec<(String, Vec<String>)> = Vec::new();
-    for (name, url) in &config.initial_cluster {
-        let url = display_url(url);
-        match initial.iter_mut().find(|(n, _)| n == name) {
-            Some((_, urls)) => urls.push(url),
-            None => initial.push((name.clone(), vec![url])),
-        }
-    }
+    let initial = config.initial_members();
     let own_urls = config.own_cluster_urls();
     if own_urls.is_empty() {
         bail!("couldn't find local name {:?} in the initial cluster configuration", config.name);
@@ -307,7 +299,7 @@ async fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster
                 if config.initial_cluster_state == ClusterState::Existing {
                     join(&initial, &own_urls).await?
                 } else {
-                    bootstrap(&initial, &own_urls, &config.initial_cluster_token)
+                    cluster::bootstrap(&initial, &own_urls, &config.initial_cluster_token)
                 };
             let mut txn = backend.write_txn()?;
             backend.put_meta_i64(&mut txn, meta_key::MEMBER_ID, member_id as i64)?;
@@ -325,27 +317,6 @@ async fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster
         is_learner: members.iter().any(|m| m.id == member_id && m.is_learner),
     };
     Ok((Cluster { cluster_id, local }, members))
-}
-
-/// A new cluster: every member and the cluster id follow from `--initial-cluster` and the
-/// token, as etcd computes them.
-fn bootstrap(
-    initial: &[(String, Vec<String>)],
-    own_urls: &[String],
-    token: &str,
-) -> (u64, u64, Vec<Member>) {
-    let members: Vec<Member> = initial
-        .iter()
-        .map(|(name, urls)| Member {
-            id: cluster::member_id(urls, token),
-            name: name.clone(),
-            peer_urls: urls.clone(),
-            client_urls: Vec::new(),
-            is_learner: false,
-        })
-        .collect();
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    (cluster::member_id(own_urls, token), cluster::cluster_id(&ids), members)
 }
 
 /// Joining a running cluster (`--initial-cluster-state existing`), after `member add`:

@@ -14,6 +14,7 @@
 //! cluster  member and cluster ids, the replicated membership
 //! peer     member-to-member traffic: raft message streams, lease forwarding
 //! config   etcd's flags, environment variables and defaults
+//! restore  `rsetcd snapshot restore`: a data dir from a saved snapshot
 //! logging  zap-style JSON log lines, as etcd writes them
 //! ```
 
@@ -30,5 +31,6 @@ pub mod pb;
 pub mod peer;
 pub mod raft;
 pub mod recipes;
+pub mod restore;
 pub mod server;
 pub mod watch;

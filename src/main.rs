@@ -7,6 +7,9 @@ use rsetcd::config::{Command, Config, ConfigError};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: Vec<(String, String)> = std::env::vars().collect();
+    if args.len() >= 2 && args[0] == "snapshot" && args[1] == "restore" {
+        return snapshot_restore(&args[2..], &env);
+    }
     let config = match Config::from_args(&args, &env) {
         Ok(Command::Run(config)) => config,
         Ok(Command::PrintVersion(etcd_version)) => {
@@ -39,6 +42,39 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}").as_str(), "rsetcd stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rsetcd snapshot restore <file> [--name --data-dir --initial-cluster
+/// --initial-cluster-token --initial-advertise-peer-urls]`, the flags of etcdutl's restore.
+fn snapshot_restore(args: &[String], env: &[(String, String)]) -> ExitCode {
+    let Some((file, flags)) = args.split_first().filter(|(f, _)| !f.starts_with('-')) else {
+        eprintln!("usage: rsetcd snapshot restore <file> [--name --data-dir --initial-cluster --initial-cluster-token --initial-advertise-peer-urls]");
+        return ExitCode::from(2);
+    };
+    let config = match Config::from_args(flags, env) {
+        Ok(Command::Run(config)) => config,
+        Ok(_) => return ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", error_line(&err));
+            return ExitCode::from(2);
+        }
+    };
+    match rsetcd::restore::restore(std::path::Path::new(file), &config) {
+        Ok(done) => {
+            println!(
+                "restored snapshot {file} into {} (member {:x}, cluster {:x}, revision {})",
+                config.data_dir.display(),
+                done.member_id,
+                done.cluster_id,
+                done.revision
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("Error: {err}");
             ExitCode::FAILURE
         }
     }

@@ -27,6 +27,28 @@ pub struct Cluster {
     pub local: Member,
 }
 
+/// A new cluster: every member and the cluster id follow from `--initial-cluster` (name and
+/// peer URLs of each member) and the token, as etcd computes them. Returns (this member's
+/// id, the cluster id, the members).
+pub fn bootstrap(
+    initial: &[(String, Vec<String>)],
+    own_urls: &[String],
+    token: &str,
+) -> (u64, u64, Vec<Member>) {
+    let members: Vec<Member> = initial
+        .iter()
+        .map(|(name, urls)| Member {
+            id: member_id(urls, token),
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    (member_id(own_urls, token), cluster_id(&ids), members)
+}
+
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
     urls.sort_unstable();

@@ -267,6 +267,19 @@ impl Config {
         })))
     }
 
+    /// (name, peer URLs) in the order of `--initial-cluster`; a name may list several URLs.
+    pub fn initial_members(&self) -> Vec<(String, Vec<String>)> {
+        let mut initial: Vec<(String, Vec<String>)> = Vec::new();
+        for (name, url) in &self.initial_cluster {
+            let url = display_url(url);
+            match initial.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url),
+                None => initial.push((name.clone(), vec![url])),
+            }
+        }
+        initial
+    }
+
     /// Peer URLs of this member according to `--initial-cluster`.
     pub fn own_cluster_urls(&self) -> Vec<String> {
         self.initial_cluster

@@ -234,3 +234,37 @@ func (p *Proc) Status(ctx context.Context) (*clientv3.StatusResponse, error) {
 	defer cli.Close()
 	return cli.Status(ctx, p.ClientURL)
 }
+
+// NewJoiner prepares (but does not start) a process named name that joins
+// the running cluster once it has been added with MemberAdd (or
+// MemberAddAsLearner) under its PeerURL: a fresh data directory, client and
+// peer ports used by no member, --initial-cluster listing the members of
+// c.Members and then itself, --initial-cluster-state existing, the
+// members' token and the first member's ExtraArgs. Its readiness probe is a
+// serializable Get (ProbeSerializable), so a learner can be started too. It
+// is not added to c.Members; append it once it runs to have Leader,
+// Endpoints and Client include it. The process is killed when the test
+// ends.
+func (c *Cluster) NewJoiner(name string) *Proc {
+	c.t.Helper()
+	p := New(c.t, c.Members[0].Bin, name)
+	used := map[string]bool{}
+	var ic []string
+	for _, m := range c.Members {
+		used[m.ClientURL], used[m.PeerURL] = true, true
+		ic = append(ic, m.Name+"="+m.PeerURL)
+	}
+	for used[p.ClientURL] {
+		p.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(c.t))
+	}
+	used[p.ClientURL] = true
+	for used[p.PeerURL] {
+		p.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(c.t))
+	}
+	p.InitialCluster = strings.Join(append(ic, p.Name+"="+p.PeerURL), ",")
+	p.InitialClusterToken = c.Members[0].InitialClusterToken
+	p.InitialClusterState = "existing"
+	p.ExtraArgs = append([]string(nil), c.Members[0].ExtraArgs...)
+	p.ProbeSerializable = true
+	return p
+}

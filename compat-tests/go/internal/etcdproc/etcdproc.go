@@ -88,6 +88,9 @@ type Proc struct {
 	// --initial-cluster-token and --initial-cluster-state.
 	InitialClusterToken string
 	InitialClusterState string
+	// ProbeSerializable makes the Get that Start waits for a serializable
+	// one: a learner refuses linearizable reads.
+	ProbeSerializable bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -263,7 +266,11 @@ func (p *Proc) waitServing(deadline time.Time) error {
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, lastErr = cli.Get(ctx, "etcdproc-ready-probe")
+		var opts []clientv3.OpOption
+		if p.ProbeSerializable {
+			opts = append(opts, clientv3.WithSerializable())
+		}
+		_, lastErr = cli.Get(ctx, "etcdproc-ready-probe", opts...)
 		cancel()
 		if lastErr == nil {
 			return nil
@@ -271,6 +278,16 @@ func (p *Proc) waitServing(deadline time.Time) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("no successful Get before the deadline: %v", lastErr)
+}
+
+// ExitError returns how the last started process ended (nil for exit
+// status 0, an *exec.ExitError otherwise), or nil while it runs or when it
+// was never started.
+func (p *Proc) ExitError() error {
+	if p.Running() {
+		return nil
+	}
+	return p.exitErr()
 }
 
 func (p *Proc) exitErr() error {
