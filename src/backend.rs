@@ -34,6 +34,7 @@ pub mod meta_key {
     pub const MEMBER_ID: &[u8] = b"member_id";
     pub const LEASE_CLOCK: &[u8] = b"lease_clock_ms";
     pub const MEMBERS: &[u8] = b"members";
+    pub const ALARMS: &[u8] = b"alarms";
 }
 
 #[derive(Clone)]
@@ -121,11 +122,26 @@ impl Backend {
         std::fs::metadata(self.env.path().join("data.mdb")).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Bytes in pages that hold data (etcd's `dbSizeInUse`).
+    /// Bytes in pages that hold data (etcd's `dbSizeInUse`, which the quota limits): the pages
+    /// of every table but the raft log, not the free pages LMDB keeps for reuse after
+    /// compaction or deletes. The raft log is left out as etcd's WAL is outside its bbolt
+    /// file: otherwise the entries that filled the store would keep it over quota after a
+    /// compaction, until the log is compacted.
     pub fn size_in_use(&self) -> u64 {
-        let info = self.env.info();
-        let page = u64::from(self.env.unnamed_database_stat().page_size);
-        (info.last_page_number as u64 + 1) * page
+        let Ok(txn) = self.read_txn() else {
+            return self.file_size();
+        };
+        let root = self.env.unnamed_database_stat();
+        let page = u64::from(root.page_size);
+        let pages =
+            |s: heed::DatabaseStat| (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64;
+        // The two meta pages and the root table of table names.
+        let mut used = 2 + pages(root);
+        used += self.hist.stat(&txn).map_or(0, pages);
+        for name in PLAIN_TABLES.into_iter().filter(|n| *n != "raft_log") {
+            used += self.plain_table(name).stat(&txn).map_or(0, pages);
+        }
+        used * page
     }
 }
 

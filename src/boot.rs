@@ -123,6 +123,11 @@ pub async fn run(
         max_txn_ops: config.max_txn_ops,
         // etcd: 5 s plus two election timeouts.
         request_timeout: std::time::Duration::from_secs(5) + 2 * config.election_timeout,
+        quota_bytes: if config.quota_backend_bytes > 0 {
+            config.quota_backend_bytes as u64
+        } else {
+            crate::server::DEFAULT_QUOTA_BYTES
+        },
     };
     let server = Server::new(
         store,
@@ -153,10 +158,8 @@ pub async fn run(
         })));
     }
     for (listener, addr) in listeners {
-        let settings = crate::api::ApiSettings {
-            quota_bytes: config.quota_backend_bytes,
-            watch_progress_interval: config.watch_progress_interval,
-        };
+        let settings =
+            crate::api::ApiSettings { watch_progress_interval: config.watch_progress_interval };
         let router = crate::api::router(server.clone(), hub.clone(), settings).await;
         let mut stop = stop_rx.clone();
         tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");

@@ -11,6 +11,7 @@
 //! apply    the state machine: decodes committed requests, applies them to mvcc
 //! mvcc     revisioned key space on LMDB (range, put, delete, txn, compact)
 //! backend  the LMDB environment and its tables (shared by raft and mvcc)
+//! alarm    the replicated alarms (NOSPACE)
 //! cluster  member and cluster ids, the replicated membership
 //! peer     member-to-member traffic: raft message streams, lease forwarding
 //! config   etcd's flags, environment variables and defaults
@@ -18,6 +19,7 @@
 //! logging  zap-style JSON log lines, as etcd writes them
 //! ```
 
+pub mod alarm;
 pub mod api;
 pub mod apply;
 pub mod backend;

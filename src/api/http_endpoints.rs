@@ -159,7 +159,8 @@ fn version(server: &Server) -> Response<Body> {
 
 async fn health(server: &Server, query: &Query) -> Response<Body> {
     let serializable = query.values("serializable").any(|v| v == "true");
-    let (status, healthy, reason) = match server.health(serializable).await {
+    let excluded: Vec<&str> = query.values("exclude").collect();
+    let (status, healthy, reason) = match server.health(serializable, &excluded).await {
         Ok(()) => (StatusCode::OK, "true", String::new()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, "false", reason),
     };

@@ -1,12 +1,11 @@
-//! `etcdserverpb.Maintenance`: Status, HashKV, Hash, MoveLeader, Snapshot and Alarm GET;
-//! Defragment and alarm changes answer Unimplemented, Downgrade a clear refusal.
+//! `etcdserverpb.Maintenance`: Status, HashKV, Hash, MoveLeader, Snapshot and Alarm;
+//! Defragment answers Unimplemented, Downgrade a clear refusal.
 
 use std::sync::atomic::Ordering;
 
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
-use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
@@ -18,12 +17,9 @@ use tonic::codegen::BoxStream;
 
 /// etcd's storage version for a 3.6 data layout; reported because etcdctl 3.6 prints it.
 const STORAGE_VERSION: &str = "3.6.0";
-/// etcd's default backend quota when `--quota-backend-bytes` is 0.
-pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
 pub struct MaintenanceService {
     pub server: Server,
-    pub quota_bytes: i64,
 }
 
 /// etcd's snapshot blob size.
@@ -111,21 +107,13 @@ impl Maintenance for MaintenanceService {
         ))
     }
 
-    /// Alarms are raised only by the space quota, which is not built yet, so the list is
-    /// always empty; changing alarms by hand is refused rather than pretended.
     async fn alarm(
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(request.get_ref().action) {
-            Ok(AlarmAction::Get) => {
-                let revision = self.server.current_revision().map_err(to_status)?;
-                Ok(Response::new(AlarmResponse { header: Some(self.server.header(revision)), alarms: Vec::new() }))
-            }
-            _ => Err(Status::unimplemented(
-                "rsetcd: /etcdserverpb.Maintenance/Alarm ACTIVATE and DEACTIVATE are not implemented yet",
-            )),
-        }
+        let alarms = self.server.alarm(request.into_inner()).await.map_err(to_status)?;
+        let revision = self.server.current_revision().map_err(to_status)?;
+        Ok(Response::new(AlarmResponse { header: Some(self.server.header(revision)), alarms }))
     }
 
     async fn hash_kv(
@@ -151,6 +139,14 @@ impl Maintenance for MaintenanceService {
         if leader == 0 {
             errors.push("etcdserver: no leader".to_string());
         }
+        // etcd lists each alarm in Go's text form of AlarmMember.
+        for alarm in server.alarms().map_err(to_status)? {
+            errors.push(format!(
+                "memberID:{} alarm:{} ",
+                alarm.member_id,
+                crate::alarm::name(alarm.alarm)
+            ));
+        }
         Ok(Response::new(StatusResponse {
             header: Some(server.header(revision)),
             version: server.etcd_version().to_string(),
@@ -163,11 +159,7 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: backend.size_in_use() as i64,
             is_learner: server.is_learner(),
             storage_version: STORAGE_VERSION.to_string(),
-            db_size_quota: if self.quota_bytes > 0 {
-                self.quota_bytes
-            } else {
-                DEFAULT_QUOTA_BYTES
-            },
+            db_size_quota: server.limits().quota_bytes as i64,
             // etcd always sends the (empty) downgrade state; etcdctl prints it.
             downgrade_info: Some(Default::default()),
         }))

@@ -41,12 +41,10 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Settings of the client API that are not part of the core.
 #[derive(Clone)]
 pub struct ApiSettings {
-    pub quota_bytes: i64,
     pub watch_progress_interval: std::time::Duration,
 }
 
 pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> ClientRouter {
-    let quota_bytes = settings.quota_bytes;
     let recipes = crate::recipes::Recipes { server: server.clone(), hub: hub.clone() };
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -55,11 +53,9 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
     let kv = KvServer::new(kv::KvService { server: server.clone() })
         .max_decoding_message_size(max_recv)
         .max_encoding_message_size(usize::MAX);
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
-        server: server.clone(),
-        quota_bytes,
-    })
-    .max_decoding_message_size(max_recv);
+    let maintenance =
+        MaintenanceServer::new(maintenance::MaintenanceService { server: server.clone() })
+            .max_decoding_message_size(max_recv);
     let cluster = ClusterServer::new(cluster::ClusterService { server: server.clone() })
         .max_decoding_message_size(max_recv);
 

@@ -26,6 +26,9 @@ pub fn to_status(err: Error) -> Status {
         Error::Mvcc(mvcc::Error::LeaseExists) => {
             (Code::FailedPrecondition, "etcdserver: lease already exists")
         }
+        Error::Mvcc(mvcc::Error::NoSpace) => {
+            (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
+        }
         Error::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         Error::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
         Error::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),

@@ -35,6 +35,8 @@ pub enum Applied {
     MemberAttributes,
     /// The membership after a change.
     Members(Vec<crate::cluster::Member>),
+    /// The alarms an alarm request changed.
+    Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
 }
 
 /// A lease change to hand to the lessor once committed.
@@ -73,7 +75,21 @@ impl Applier {
     }
 
     fn apply_request(&mut self, txn: &mut RwTxn, request: Request) -> Output {
+        // Under a NOSPACE alarm every member refuses what grows the store (etcd's capped
+        // applier); deletes, compaction and lease revokes still free space.
+        let grows = match &request {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(req) => txn::has_puts(req),
+            _ => false,
+        };
+        if grows && crate::alarm::no_space(&self.store.backend, txn)? {
+            return Err(mvcc::Error::NoSpace);
+        }
         match request {
+            Request::Alarm(req) => {
+                let changed = crate::alarm::apply(&self.store.backend, txn, &req)?;
+                Ok(Applied::Alarms(changed))
+            }
             Request::Put(req) => {
                 let store = self.store.clone();
                 let mut writer = Writer::new(&store, txn)?;

@@ -29,6 +29,8 @@ pub enum Error {
     LeaseNotFound,
     #[error("lease already exists")]
     LeaseExists,
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     #[error("storage: {0}")]
     Storage(#[from] heed::Error),
 }

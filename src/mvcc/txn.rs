@@ -92,6 +92,15 @@ pub fn is_read_only(req: &TxnRequest) -> bool {
     })
 }
 
+/// Whether any branch of the Txn (nested ones included) holds a Put.
+pub fn has_puts(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).any(|op| match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestTxn(t)) => has_puts(t),
+        _ => false,
+    })
+}
+
 /// Runs a whole Txn. The header carries the revision after it.
 pub fn execute(target: &mut impl TxnTarget, req: &TxnRequest) -> Result<TxnResponse> {
     let mut path = Vec::new();

@@ -50,9 +50,16 @@ impl Server {
         }
     }
 
-    /// `/health`: a leader is known (unless `serializable`) and a read of the key "health"
-    /// succeeds. The error is etcd's reason text.
-    pub async fn health(&self, serializable: bool) -> Result<(), String> {
+    /// `/health`: no alarm but the `excluded` ones (by name, `NOSPACE`), a leader is known
+    /// (unless `serializable`) and a read of the key "health" succeeds. The error is etcd's
+    /// reason text.
+    pub async fn health(&self, serializable: bool, excluded: &[&str]) -> Result<(), String> {
+        for alarm in self.alarms().map_err(|err| format!("etcdserver: {err}"))? {
+            let name = crate::alarm::name(alarm.alarm);
+            if !excluded.contains(&name) {
+                return Err(format!("ALARM {name}"));
+            }
+        }
         if !serializable && self.inner.status.leader.load(Ordering::Relaxed) == 0 {
             return Err("RAFT NO LEADER".to_string());
         }

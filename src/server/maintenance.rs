@@ -7,9 +7,57 @@ use std::time::Duration;
 
 use super::{Error, Result, Server};
 use crate::cluster::membership;
+use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+use crate::pb::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType};
+use crate::pb::rsetcdpb::raft_request::Request;
 use crate::raft::Input;
 
 impl Server {
+    /// etcd's quota check before proposing what grows the store: over `--quota-backend-bytes`
+    /// this member raises NOSPACE (through raft, so every member refuses such writes) and
+    /// the request fails.
+    pub(super) async fn check_quota(&self, cost: usize) -> Result<()> {
+        let in_use = self.backend().size_in_use();
+        if in_use + cost as u64 <= self.inner.limits.quota_bytes {
+            return Ok(());
+        }
+        let local = self.inner.cluster.local.id;
+        let raised = self.alarms()?.iter().any(|a| a.member_id == local);
+        if !raised {
+            tracing::warn!(
+                in_use,
+                quota = self.inner.limits.quota_bytes,
+                "database space exceeded; raising the NOSPACE alarm"
+            );
+            let req = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: local,
+                alarm: AlarmType::Nospace as i32,
+            };
+            self.propose(Request::Alarm(req)).await?;
+        }
+        Err(Error::Mvcc(crate::mvcc::Error::NoSpace))
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> Result<Vec<AlarmMember>> {
+        let backend = self.backend();
+        let txn = backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        Ok(crate::alarm::load(backend, &txn).map_err(crate::mvcc::Error::from)?)
+    }
+
+    /// etcd's Alarm RPC: GET lists every alarm; ACTIVATE and DEACTIVATE go through raft and
+    /// answer with the alarm they changed.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<Vec<AlarmMember>> {
+        if req.action == AlarmAction::Get as i32 {
+            return self.alarms();
+        }
+        match self.propose(Request::Alarm(req)).await? {
+            crate::apply::Applied::Alarms(changed) => Ok(changed),
+            other => unreachable!("an alarm request applies as alarms, not {other:?}"),
+        }
+    }
+
     /// Hands leadership to `target`, as etcd's MoveLeader: only the leader may, only to a
     /// voting member, and the answer waits until the target leads.
     pub async fn move_leader(&self, target: u64) -> Result<()> {

@@ -42,7 +42,12 @@ pub struct Limits {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub request_timeout: Duration,
+    /// `--quota-backend-bytes`, with etcd's default of 2 GiB for 0.
+    pub quota_bytes: u64,
 }
+
+/// etcd's backend quota when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// What the server is told at start-up besides its collaborators.
 #[derive(Debug, Clone)]
@@ -240,6 +245,7 @@ impl Server {
 
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
         validate::put(&req)?;
+        self.check_quota(req.key.len() + req.value.len()).await?;
         self.write(Request::Put(req), |a| match a {
             Applied::Put(resp) => Some(resp),
             _ => None,
@@ -260,6 +266,9 @@ impl Server {
     /// read barrier as a linearizable Range (etcd does the same).
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
         validate::txn(&req, self.inner.limits.max_txn_ops)?;
+        if txn::has_puts(&req) {
+            self.check_quota(req.encoded_len()).await?;
+        }
         if !txn::is_read_only(&req) {
             let take = |a| match a {
                 Applied::Txn(resp) => Some(resp),
@@ -289,6 +298,7 @@ impl Server {
         if req.ttl > lease::MAX_TTL {
             return Err(Error::LeaseTtlTooLarge);
         }
+        self.check_quota(req.encoded_len()).await?;
         if req.id == 0 {
             // Chosen before proposing so that every member applies the same id.
             req.id = loop {
