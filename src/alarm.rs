@@ -12,7 +12,7 @@ use crate::pb::rsetcdpb::AlarmSet;
 
 /// Every active alarm, ordered by member then type.
 pub fn load(backend: &Backend, txn: &RoTxn) -> heed::Result<Vec<AlarmMember>> {
-    let Some(bytes) = backend.meta.get(txn, meta_key::ALARMS)? else {
+    let Some(bytes) = backend.meta().get(txn, meta_key::ALARMS)? else {
         return Ok(Vec::new());
     };
     Ok(AlarmSet::decode(bytes).expect("corrupt stored alarms").alarms)
@@ -42,7 +42,7 @@ pub fn apply(
         _ => return Ok(Vec::new()),
     };
     let set = AlarmSet { alarms };
-    backend.meta.put(txn, meta_key::ALARMS, &set.encode_to_vec())?;
+    backend.meta().put(txn, meta_key::ALARMS, &set.encode_to_vec())?;
     Ok(changed)
 }
 

@@ -4,7 +4,9 @@
 //! write transaction makes a batch of log entries, their effects and the applied index durable
 //! together: after a crash the store is exactly at some applied index, never in between.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use heed::types::Bytes;
 use heed::{
@@ -13,6 +15,19 @@ use heed::{
 };
 
 use crate::mvcc::revision::HistOrder;
+
+/// Staging directories of defragmentations a crash interrupted (the data file was either
+/// not replaced yet, or already replaced; either way the directory is garbage).
+fn clear_defrag_leftovers(member_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(member_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("defrag-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
 
 /// Raw byte table with LMDB's default (memcmp) order.
 pub type Table = Database<'static, Bytes, Bytes>;
@@ -37,25 +52,165 @@ pub mod meta_key {
     pub const ALARMS: &[u8] = b"alarms";
 }
 
+/// Declares the tables once: the handles of one open environment (`Tables`; plain numbers
+/// that heed checks against the transaction's environment, so they are copied out freely)
+/// and an accessor on [`Backend`] for each, reading the current environment's handle.
+macro_rules! tables {
+    ($($name:ident: $ty:ty),*) => {
+        #[derive(Clone, Copy)]
+        struct Tables {
+            $($name: $ty,)*
+        }
+
+        impl Backend {
+            $(pub fn $name(&self) -> $ty {
+                self.generation().tables.$name
+            })*
+        }
+    };
+}
+
+tables!(
+    live: Table,
+    hist: HistTable,
+    revlog: Table,
+    lease: Table,
+    lease_keys: Table,
+    raft_log: Table,
+    meta: Table
+);
+
+/// One open environment and its tables; replaced as a whole by [`Backend::defragment`].
+struct Generation {
+    tables: Tables,
+    env: Env<WithoutTls>,
+}
+
+/// What every clone of a [`Backend`] shares.
+struct Shared {
+    current: RwLock<Arc<Generation>>,
+    /// Read transactions open now; a defragmentation waits for them to end.
+    readers: AtomicUsize,
+    /// Set while a defragmentation swaps the environment: new readers wait.
+    swapping: AtomicBool,
+    /// `<data-dir>/member`: the environment's file is `DB_DIR/data.mdb` beneath it, also
+    /// after a defragmentation (whose environment is opened elsewhere and moved there).
+    member_dir: PathBuf,
+    map_size: usize,
+}
+
+/// The LMDB environment and its tables, shared by the raft thread (the only writer) and every
+/// reader. Cloning is cheap.
+///
+/// Tables:
+/// - `live`: stored key -> metadata of the key's current version (only keys that exist now).
+///   Stored keys are user keys, or digests of long ones: see `mvcc::keys`.
+/// - `hist`: (stored key, revision) -> the version written at that revision, or a tombstone.
+/// - `revlog`: revision -> which key changed at it, in write order (watch replay, compaction).
+/// - `lease`: lease id -> lease record.
+/// - `lease_keys`: lease id (8 bytes BE) + stored key -> the user key if it is a digest key,
+///   else nothing: which keys a lease holds.
+/// - `raft_log`: index (8 bytes BE) -> encoded raft entry.
+/// - `meta`: small named values, see [`meta_key`].
 #[derive(Clone)]
 pub struct Backend {
-    pub env: &'static Env<WithoutTls>,
-    /// stored key -> metadata of the key's current version (only keys that exist now).
-    /// Stored keys are user keys, or digests of long ones: see `mvcc::keys`.
-    pub live: Table,
-    /// (stored key, revision) -> the version written at that revision, or a tombstone.
-    pub hist: HistTable,
-    /// revision -> which key changed at it, in write order (watch replay, compaction).
-    pub revlog: Table,
-    /// lease id -> lease record.
-    pub lease: Table,
-    /// lease id (8 bytes BE) + stored key -> the user key if it is a digest key, else nothing:
-    /// which keys a lease holds.
-    pub lease_keys: Table,
-    /// raft log: index (8 bytes BE) -> encoded raft entry.
-    pub raft_log: Table,
-    /// small named values, see [`meta_key`].
-    pub meta: Table,
+    shared: Arc<Shared>,
+}
+
+
+/// A read transaction that keeps its environment open (see [`Backend::defragment`]).
+pub struct ReadTxn {
+    // Declared first so that it ends before the environment may close.
+    txn: std::mem::ManuallyDrop<RoTxn<'static, WithoutTls>>,
+    _generation: Arc<Generation>,
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for ReadTxn {
+    type Target = RoTxn<'static, WithoutTls>;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+impl Drop for ReadTxn {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before the generation it borrows from.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.txn) };
+        self.shared.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A write transaction; only the raft thread (and start-up code before it runs) opens them,
+/// and never across a defragmentation, which that thread itself performs.
+pub struct WriteTxn {
+    txn: RwTxn<'static>,
+    _generation: Arc<Generation>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = RwTxn<'static>;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for WriteTxn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.txn
+    }
+}
+
+impl WriteTxn {
+    pub fn commit(self) -> heed::Result<()> {
+        self.txn.commit()
+    }
+}
+
+fn open_generation(dir: &Path, map_size: usize) -> heed::Result<Generation> {
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(map_size).max_dbs(8).max_readers(1024);
+    // SAFETY: each directory is opened once per process; NO_READ_AHEAD suits the random
+    // access of B-tree pages. Durability flags stay at LMDB's safe defaults (fsync on every
+    // commit), because a reply is sent only after that commit.
+    let env = unsafe { options.flags(EnvFlags::NO_READ_AHEAD).open(dir)? };
+    let wtxn = env.write_txn()?;
+    let tables = env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let hist: Database<Bytes, Bytes, HistOrder> = opener
+            .database_options()
+            .types::<Bytes, Bytes>()
+            .key_comparator::<HistOrder>()
+            .name("hist")
+            .create(wtxn)?;
+        let tables: [Database<Bytes, Bytes>; 6] = [
+            opener.create_database(wtxn, Some("lease_keys"))?,
+            opener.create_database(wtxn, Some("live"))?,
+            opener.create_database(wtxn, Some("revlog"))?,
+            opener.create_database(wtxn, Some("lease"))?,
+            opener.create_database(wtxn, Some("raft_log"))?,
+            opener.create_database(wtxn, Some("meta"))?,
+        ];
+        Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
+    })?;
+    let (hist, [lease_keys, live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
+    // SAFETY: heed ties handles to a borrow of the environment; they are kept beside it in
+    // the same generation and heed checks at every use that a handle belongs to the
+    // transaction's environment, so a stale handle fails loudly rather than reading garbage.
+    let tables = unsafe {
+        Tables {
+            live: std::mem::transmute::<Database<Bytes, Bytes>, Table>(live),
+            hist: std::mem::transmute::<Database<Bytes, Bytes, HistOrder>, HistTable>(hist),
+            revlog: std::mem::transmute::<Database<Bytes, Bytes>, Table>(revlog),
+            lease: std::mem::transmute::<Database<Bytes, Bytes>, Table>(lease),
+            lease_keys: std::mem::transmute::<Database<Bytes, Bytes>, Table>(lease_keys),
+            raft_log: std::mem::transmute::<Database<Bytes, Bytes>, Table>(raft_log),
+            meta: std::mem::transmute::<Database<Bytes, Bytes>, Table>(meta),
+        }
+    };
+    // Digest keys plus the longest suffix a table appends must fit LMDB's key limit.
+    let longest = crate::mvcc::keys::INLINE_MAX + 32 + crate::mvcc::Revision::LEN;
+    assert!(longest <= env.max_key_size(), "LMDB key limit below {longest} bytes");
+    Ok(Generation { tables, env })
 }
 
 impl Backend {
@@ -63,63 +218,133 @@ impl Backend {
     pub fn open(data_dir: &Path, map_size: usize) -> heed::Result<Self> {
         let dir = data_dir.join(DB_DIR);
         std::fs::create_dir_all(&dir)?;
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(map_size).max_dbs(8).max_readers(1024);
-        // SAFETY: the environment is opened once per process; NO_READ_AHEAD suits the random
-        // access of B-tree pages. Durability flags stay at LMDB's safe defaults (fsync on
-        // every commit), because a reply is sent only after that commit.
-        let env = unsafe { options.flags(EnvFlags::NO_READ_AHEAD).open(&dir)? };
-        // heed ties table handles to the environment's lifetime; the environment lives as long
-        // as the process, so it is leaked once here to give every handle a 'static lifetime.
-        let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
-        let wtxn = env.write_txn()?;
-        let tables = env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
-            let hist: HistTable = opener
-                .database_options()
-                .types::<Bytes, Bytes>()
-                .key_comparator::<HistOrder>()
-                .name("hist")
-                .create(wtxn)?;
-            let tables: [Table; 6] = [
-                opener.create_database(wtxn, Some("lease_keys"))?,
-                opener.create_database(wtxn, Some("live"))?,
-                opener.create_database(wtxn, Some("revlog"))?,
-                opener.create_database(wtxn, Some("lease"))?,
-                opener.create_database(wtxn, Some("raft_log"))?,
-                opener.create_database(wtxn, Some("meta"))?,
-            ];
-            Ok(CommitOrAbort::<_, ()>::Commit((hist, tables)))
-        })?;
-        let (hist, [lease_keys, live, revlog, lease, raft_log, meta]) = tables.unwrap_commit();
-        // Digest keys plus the longest suffix a table appends must fit LMDB's key limit.
-        let longest = crate::mvcc::keys::INLINE_MAX + 32 + crate::mvcc::Revision::LEN;
-        assert!(longest <= env.max_key_size(), "LMDB key limit below {longest} bytes");
-        Ok(Self { env, live, hist, revlog, lease, lease_keys, raft_log, meta })
+        let member_dir = dir.parent().expect("DB_DIR has a parent").to_path_buf();
+        clear_defrag_leftovers(&member_dir);
+        let generation = open_generation(&dir, map_size)?;
+        let shared = Shared {
+            current: RwLock::new(Arc::new(generation)),
+            readers: AtomicUsize::new(0),
+            swapping: AtomicBool::new(false),
+            member_dir,
+            map_size,
+        };
+        Ok(Self { shared: Arc::new(shared) })
     }
 
-    pub fn read_txn(&self) -> heed::Result<RoTxn<'_, WithoutTls>> {
-        self.env.read_txn()
+    fn generation(&self) -> Arc<Generation> {
+        self.shared.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn write_txn(&self) -> heed::Result<RwTxn<'_>> {
-        self.env.write_txn()
+    pub fn read_txn(&self) -> heed::Result<ReadTxn> {
+        loop {
+            self.shared.readers.fetch_add(1, Ordering::SeqCst);
+            if !self.shared.swapping.load(Ordering::SeqCst) {
+                break;
+            }
+            // A defragmentation is swapping the environment (rare, and etcd blocks reads
+            // during its defragmentation too): wait for it.
+            self.shared.readers.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let generation = self.generation();
+        let txn = match generation.env.read_txn() {
+            Ok(txn) => txn,
+            Err(err) => {
+                self.shared.readers.fetch_sub(1, Ordering::SeqCst);
+                return Err(err);
+            }
+        };
+        // SAFETY: the transaction borrows `generation.env`, which the returned value keeps
+        // alive and outlives it (field order and Drop above).
+        let txn = unsafe {
+            std::mem::transmute::<RoTxn<'_, WithoutTls>, RoTxn<'static, WithoutTls>>(txn)
+        };
+        Ok(ReadTxn {
+            txn: std::mem::ManuallyDrop::new(txn),
+            _generation: generation,
+            shared: self.shared.clone(),
+        })
+    }
+
+    pub fn write_txn(&self) -> heed::Result<WriteTxn> {
+        let generation = self.generation();
+        let txn = generation.env.write_txn()?;
+        // SAFETY: as for read transactions; the generation is kept in the returned value and
+        // dropped after the transaction (declaration order).
+        let txn = unsafe { std::mem::transmute::<RwTxn<'_>, RwTxn<'static>>(txn) };
+        Ok(WriteTxn { txn, _generation: generation })
+    }
+
+    /// Forces the data file to disk (after writes made with no commit sync).
+    pub fn sync(&self) -> heed::Result<()> {
+        self.generation().env.force_sync()
+    }
+
+    /// etcd's Defragment: a compacted copy of the store replaces it, so the file shrinks to
+    /// what is in use. Readers wait meanwhile; the caller (the raft thread, the only writer)
+    /// holds no transaction. Crash-safe: the copy is synced before it is renamed over the
+    /// data file, and until then the old file is whole.
+    pub fn defragment(&self) -> heed::Result<()> {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let staging = self.shared.member_dir.join(format!(
+            "defrag-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&staging)?;
+        self.shared.swapping.store(true, Ordering::SeqCst);
+        while self.shared.readers.load(Ordering::SeqCst) != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let result = self.swap_in_copy(&staging);
+        self.shared.swapping.store(false, Ordering::SeqCst);
+        result
+    }
+
+    fn swap_in_copy(&self, staging: &Path) -> heed::Result<()> {
+        let old = self.generation();
+        let copy = old.env.copy_to_path(staging.join("data.mdb"), CompactionOption::Enabled)?;
+        copy.sync_all()?;
+        drop(copy);
+        let new = open_generation(staging, self.shared.map_size)?;
+        let old_dir = old.env.path().to_path_buf();
+        *self.shared.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        // The old environment closes once its last handle goes (readers have all ended).
+        drop(old);
+        // The new environment's file takes the data file's name (same inode, still open),
+        // so a restart opens the compacted store.
+        let data_dir = self
+            .shared
+            .member_dir
+            .join(Path::new(DB_DIR).file_name().expect("DB_DIR names a directory"));
+        std::fs::rename(staging.join("data.mdb"), data_dir.join("data.mdb"))?;
+        std::fs::File::open(&data_dir)?.sync_all()?;
+        if old_dir != data_dir {
+            // The staging directory of a previous defragmentation (its file moved already).
+            let _ = std::fs::remove_dir_all(old_dir);
+        }
+        Ok(())
     }
 
     pub fn meta_i64(&self, txn: &RoTxn, key: &[u8]) -> heed::Result<Option<i64>> {
-        Ok(self.meta.get(txn, key)?.map(decode_i64))
+        Ok(self.meta().get(txn, key)?.map(decode_i64))
     }
 
     pub fn meta_u64(&self, txn: &RoTxn, key: &[u8]) -> heed::Result<Option<u64>> {
-        Ok(self.meta.get(txn, key)?.map(|b| decode_i64(b) as u64))
+        Ok(self.meta().get(txn, key)?.map(|b| decode_i64(b) as u64))
     }
 
     pub fn put_meta_i64(&self, txn: &mut RwTxn, key: &[u8], value: i64) -> heed::Result<()> {
-        self.meta.put(txn, key, &value.to_be_bytes())
+        self.meta().put(txn, key, &value.to_be_bytes())
     }
 
     /// Size of the data file on disk (what etcd reports as `dbSize`).
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(self.env.path().join("data.mdb")).map(|m| m.len()).unwrap_or(0)
+        let file = self
+            .shared
+            .member_dir
+            .join(Path::new(DB_DIR).file_name().expect("DB_DIR names a directory"));
+        std::fs::metadata(file.join("data.mdb")).map(|m| m.len()).unwrap_or(0)
     }
 
     /// Bytes in pages that hold data (etcd's `dbSizeInUse`, which the quota limits): the pages
@@ -131,13 +356,13 @@ impl Backend {
         let Ok(txn) = self.read_txn() else {
             return self.file_size();
         };
-        let root = self.env.unnamed_database_stat();
+        let root = self.generation().env.unnamed_database_stat();
         let page = u64::from(root.page_size);
         let pages =
             |s: heed::DatabaseStat| (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64;
         // The two meta pages and the root table of table names.
         let mut used = 2 + pages(root);
-        used += self.hist.stat(&txn).map_or(0, pages);
+        used += self.hist().stat(&txn).map_or(0, pages);
         for name in PLAIN_TABLES.into_iter().filter(|n| *n != "raft_log") {
             used += self.plain_table(name).stat(&txn).map_or(0, pages);
         }
@@ -151,12 +376,12 @@ const PLAIN_TABLES: [&str; 6] = ["lease_keys", "live", "revlog", "lease", "raft_
 impl Backend {
     fn plain_table(&self, name: &str) -> Table {
         match name {
-            "lease_keys" => self.lease_keys,
-            "live" => self.live,
-            "revlog" => self.revlog,
-            "lease" => self.lease,
-            "raft_log" => self.raft_log,
-            "meta" => self.meta,
+            "lease_keys" => self.lease_keys(),
+            "live" => self.live(),
+            "revlog" => self.revlog(),
+            "lease" => self.lease(),
+            "raft_log" => self.raft_log(),
+            "meta" => self.meta(),
             other => unreachable!("no table {other}"),
         }
     }
@@ -174,7 +399,7 @@ impl Backend {
             }
         }
         hash = crc32c::crc32c_append(hash, b"hist");
-        for item in self.hist.iter(txn)? {
+        for item in self.hist().iter(txn)? {
             let (key, value) = item?;
             hash = crc32c::crc32c_append(hash, key);
             hash = crc32c::crc32c_append(hash, value);
@@ -185,7 +410,7 @@ impl Backend {
     /// Writes a consistent, compacted copy of the whole store to the file `path`, as of one
     /// read transaction (what a member behind the leader's log receives).
     pub fn copy_to(&self, path: &Path) -> heed::Result<()> {
-        self.env.copy_to_path(path, CompactionOption::Enabled)?;
+        self.generation().env.copy_to_path(path, CompactionOption::Enabled)?;
         Ok(())
     }
 
@@ -201,13 +426,13 @@ impl Backend {
     ) -> heed::Result<()> {
         let mut kept = Vec::new();
         for key in keep_meta {
-            if let Some(value) = self.meta.get(txn, key)? {
+            if let Some(value) = self.meta().get(txn, key)? {
                 kept.push((key.to_vec(), value.to_vec()));
             }
         }
         copy.copy_into(self, txn, skip)?;
         for (key, value) in kept {
-            self.meta.put(txn, &key, &value)?;
+            self.meta().put(txn, &key, &value)?;
         }
         Ok(())
     }
@@ -264,11 +489,11 @@ impl StoreCopy {
                 table.put(txn, key, value)?;
             }
         }
-        dst.hist.clear(txn)?;
+        dst.hist().clear(txn)?;
         if let Some(hist) = hist {
             for item in hist.iter(&rtxn)? {
                 let (key, value) = item?;
-                dst.hist.put(txn, key, value)?;
+                dst.hist().put(txn, key, value)?;
             }
         }
         Ok(())

@@ -117,7 +117,26 @@ pub async fn run(
         let (backend, dir) = (backend.clone(), snapshot_dir.clone());
         Arc::new(move |index| copy_store(&backend, &dir, index))
     };
-    let router = transport::start(pending, identity, resolve, deliver.clone(), copy_store);
+    let peers: transport::Peers = {
+        let (backend, local) = (backend.clone(), cluster.local.id);
+        Arc::new(move || {
+            let Ok(txn) = backend.read_txn() else {
+                return Vec::new();
+            };
+            let members = membership::load(&backend, &txn).unwrap_or_default();
+            members.into_iter().map(|m| m.id).filter(|id| *id != local).collect()
+        })
+    };
+    let peer_health = transport::PeerHealth::default();
+    let links = transport::Links {
+        identity,
+        resolve,
+        peers,
+        deliver: deliver.clone(),
+        copy_store,
+        health: peer_health.clone(),
+    };
+    let router = transport::start(pending, links);
     let limits = Limits {
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
@@ -139,6 +158,7 @@ pub async fn run(
             limits,
             etcd_version: config.etcd_version.clone(),
             snapshot_dir: snapshot_dir.clone(),
+            peer_health,
         },
     );
     let lease_loop = tokio::spawn(server.clone().run_lease_loop());

@@ -71,17 +71,17 @@ pub fn restore(file: &Path, config: &Config) -> Result<Restored, RestoreError> {
     let mut txn = backend.write_txn()?;
     // The saving cluster's raft state and identity do not carry over: without a stored
     // configuration the member starts raft afresh with the new membership.
-    backend.raft_log.clear(&mut txn)?;
+    backend.raft_log().clear(&mut txn)?;
     for key in
         [meta_key::HARD_STATE, meta_key::CONF_STATE, meta_key::LOG_START, meta_key::APPLIED_INDEX]
     {
-        backend.meta.delete(&mut txn, key)?;
+        backend.meta().delete(&mut txn, key)?;
     }
     backend.put_meta_i64(&mut txn, meta_key::MEMBER_ID, member_id as i64)?;
     backend.put_meta_i64(&mut txn, meta_key::CLUSTER_ID, cluster_id as i64)?;
     membership::save(&backend, &mut txn, &members)?;
     let revision = backend.meta_i64(&txn, meta_key::CURRENT_REV)?.unwrap_or(0);
     txn.commit()?;
-    backend.env.force_sync()?;
+    backend.sync()?;
     Ok(Restored { member_id, cluster_id, revision })
 }

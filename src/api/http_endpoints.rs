@@ -164,8 +164,12 @@ async fn health(server: &Server, query: &Query) -> Response<Body> {
         Ok(()) => (StatusCode::OK, "true", String::new()),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, "false", reason),
     };
-    // etcd writes this JSON without a content type, so Go labels it as text.
-    let body = serde_json::json!({ "health": healthy, "reason": reason }).to_string();
+    // etcd writes this JSON without a content type, so Go labels it as text; an unhealthy
+    // answer goes through Go's http.Error, which ends it with a newline.
+    let mut body = serde_json::json!({ "health": healthy, "reason": reason }).to_string();
+    if status != StatusCode::OK {
+        body.push('\n');
+    }
     let mut response = respond_with(status, body);
     set(&mut response, CONTENT_TYPE, "text/plain; charset=utf-8");
     response

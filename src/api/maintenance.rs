@@ -1,5 +1,5 @@
 //! `etcdserverpb.Maintenance`: Status, HashKV, Hash, MoveLeader, Snapshot and Alarm;
-//! Defragment answers Unimplemented, Downgrade a clear refusal.
+//! Defragment; Downgrade answers a clear refusal.
 
 use std::sync::atomic::Ordering;
 
@@ -8,9 +8,9 @@ use tonic::{Request, Response, Status};
 use super::status::to_status;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use crate::server::Server;
 use tonic::codegen::BoxStream;
@@ -95,6 +95,15 @@ impl Maintenance for MaintenanceService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(stream_copy(path, tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.server.defragment().await.map_err(to_status)?;
+        // etcd's Defragment response carries no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn downgrade(

@@ -63,6 +63,7 @@ pub fn to_status(err: Error) -> Status {
             Code::FailedPrecondition,
             "etcdserver: re-configuration failed due to not enough started members",
         ),
+        Error::Unhealthy => (Code::Unavailable, "etcdserver: unhealthy cluster"),
         Error::NotSupportedForLearner => {
             (Code::FailedPrecondition, "etcdserver: rpc not supported for learner")
         }

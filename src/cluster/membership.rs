@@ -52,7 +52,7 @@ impl From<pb::Member> for Member {
 
 /// Every member, sorted by id as etcd lists them.
 pub fn load(backend: &Backend, txn: &RoTxn) -> heed::Result<Vec<Member>> {
-    let Some(bytes) = backend.meta.get(txn, meta_key::MEMBERS)? else {
+    let Some(bytes) = backend.meta().get(txn, meta_key::MEMBERS)? else {
         return Ok(Vec::new());
     };
     let set = MemberSet::decode(bytes).expect("corrupt stored membership");
@@ -63,7 +63,7 @@ pub fn load(backend: &Backend, txn: &RoTxn) -> heed::Result<Vec<Member>> {
 
 pub fn save(backend: &Backend, txn: &mut RwTxn, members: &[Member]) -> heed::Result<()> {
     let set = MemberSet { members: members.iter().map(pb::Member::from).collect() };
-    backend.meta.put(txn, meta_key::MEMBERS, &set.encode_to_vec())
+    backend.meta().put(txn, meta_key::MEMBERS, &set.encode_to_vec())
 }
 
 /// Records what a member published about itself; a member no longer in the cluster is

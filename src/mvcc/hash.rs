@@ -39,7 +39,7 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
     let rev = if rev == 0 { current } else { rev };
 
     let mut hash = crc32c::crc32c(b"key");
-    for item in store.backend.revlog.iter(txn)? {
+    for item in store.backend.revlog().iter(txn)? {
         let (rev_bytes, entry) = item?;
         let at = Revision::from_bytes(rev_bytes);
         if at.main > rev {
@@ -76,7 +76,7 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
 fn visible_at(store: &Store, txn: &RoTxn, key: &[u8], at: Revision, rev: i64) -> Result<bool> {
     let stored = keys::stored(key);
     let seek = hist_key(&stored, Revision::new(rev, i64::MAX));
-    let newest = store.backend.hist.get_greater_than_or_equal_to(txn, &seek)?;
+    let newest = store.backend.hist().get_greater_than_or_equal_to(txn, &seek)?;
     let newest = newest.map(|(entry, _)| super::revision::split_hist_key(entry));
     Ok(newest == Some((stored.as_ref(), at)))
 }

@@ -28,7 +28,7 @@ pub fn events(
     let mut out: Vec<RevisionEvents> = Vec::new();
     let start = Revision::new(from.max(1), 0).to_bytes();
     let bounds = (std::ops::Bound::Included(start.as_slice()), std::ops::Bound::Unbounded);
-    for (count, item) in store.backend.revlog.range(txn, &bounds)?.enumerate() {
+    for (count, item) in store.backend.revlog().range(txn, &bounds)?.enumerate() {
         let (rev_bytes, entry) = item?;
         let at = Revision::from_bytes(rev_bytes);
         if at.main > to {
@@ -68,7 +68,8 @@ pub fn events(
 /// The version of `key` just before revision `at`, if it existed and was not compacted away.
 fn previous(store: &Store, txn: &RoTxn, key: &[u8], at: Revision) -> Result<Option<KeyValue>> {
     let stored = keys::stored(key);
-    let Some((entry, bytes)) = store.backend.hist.get_greater_than(txn, &hist_key(&stored, at))?
+    let Some((entry, bytes)) =
+        store.backend.hist().get_greater_than(txn, &hist_key(&stored, at))?
     else {
         return Ok(None);
     };

@@ -54,7 +54,7 @@ pub fn attachment_value(key: &[u8]) -> &[u8] {
 impl Store {
     pub fn leases(&self, txn: &RoTxn) -> Result<Vec<StoredLease>> {
         let mut out = Vec::new();
-        for item in self.backend.lease.iter(txn)? {
+        for item in self.backend.lease().iter(txn)? {
             let (id, record) = item?;
             out.push(StoredLease::decode(decode_i64(id), record));
         }
@@ -70,7 +70,7 @@ impl Store {
     pub fn lease_keys(&self, txn: &RoTxn, lease: i64) -> Result<Vec<Vec<u8>>> {
         let prefix = lease.to_be_bytes();
         let mut keys = Vec::new();
-        for item in self.backend.lease_keys.prefix_iter(txn, &prefix)? {
+        for item in self.backend.lease_keys().prefix_iter(txn, &prefix)? {
             let (entry, user_key) = item?;
             keys.push(if user_key.is_empty() { entry[8..].to_vec() } else { user_key.to_vec() });
         }
@@ -85,12 +85,12 @@ impl Writer<'_, '_, '_> {
     pub fn grant_lease(&mut self, id: i64, ttl: i64) -> Result<StoredLease> {
         let key = id.to_be_bytes();
         let (store, txn) = self.parts();
-        if store.backend.lease.get(txn, &key)?.is_some() {
+        if store.backend.lease().get(txn, &key)?.is_some() {
             return Err(Error::LeaseExists);
         }
         let deadline_ms = store.lease_clock(txn)?.saturating_add(ttl.saturating_mul(1000));
         let lease = StoredLease { id, ttl, deadline_ms };
-        store.backend.lease.put(txn, &key, &lease.encode())?;
+        store.backend.lease().put(txn, &key, &lease.encode())?;
         Ok(lease)
     }
 
@@ -102,10 +102,10 @@ impl Writer<'_, '_, '_> {
         store.backend.put_meta_i64(txn, meta_key::LEASE_CLOCK, clock)?;
         for &(id, remaining_ms) in renewals {
             let key = id.to_be_bytes();
-            let Some(record) = store.backend.lease.get(txn, &key)? else { continue };
+            let Some(record) = store.backend.lease().get(txn, &key)? else { continue };
             let mut lease = StoredLease::decode(id, record);
             lease.deadline_ms = clock.saturating_add(remaining_ms);
-            store.backend.lease.put(txn, &key, &lease.encode())?;
+            store.backend.lease().put(txn, &key, &lease.encode())?;
         }
         Ok(())
     }
@@ -116,7 +116,7 @@ impl Writer<'_, '_, '_> {
         let id = lease.to_be_bytes();
         let keys = {
             let (store, txn) = self.parts();
-            if store.backend.lease.get(txn, &id)?.is_none() {
+            if store.backend.lease().get(txn, &id)?.is_none() {
                 return Err(Error::LeaseNotFound);
             }
             store.lease_keys(txn, lease)?
@@ -125,7 +125,7 @@ impl Writer<'_, '_, '_> {
             self.delete_range(&KeyRange::Single(key.clone()))?;
         }
         let (store, txn) = self.parts();
-        store.backend.lease.delete(txn, &id)?;
+        store.backend.lease().delete(txn, &id)?;
         Ok(keys)
     }
 }

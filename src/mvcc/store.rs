@@ -85,7 +85,7 @@ impl Store {
     }
 
     pub fn lease_exists(&self, txn: &RoTxn, lease: i64) -> Result<bool> {
-        Ok(self.backend.lease.get(txn, &lease.to_be_bytes())?.is_some())
+        Ok(self.backend.lease().get(txn, &lease.to_be_bytes())?.is_some())
     }
 
     /// Calls `visit` with each key of `range` as it was at revision `at`, in key order, until
@@ -119,7 +119,7 @@ impl Store {
         stored: &[u8],
         rev: Revision,
     ) -> Result<Version<'t>> {
-        let bytes = self.backend.hist.get(txn, &hist_key(stored, rev))?;
+        let bytes = self.backend.hist().get(txn, &hist_key(stored, rev))?;
         let bytes = bytes.unwrap_or_else(|| panic!("hist lacks the version at {rev:?}"));
         Ok(record::decode_hist(rev, bytes).expect("a current version is not a tombstone"))
     }
@@ -129,7 +129,7 @@ impl Store {
         if !keys::is_digest(stored) {
             return Ok(stored.to_vec());
         }
-        let bytes = self.backend.revlog.get(txn, &rev.to_bytes())?;
+        let bytes = self.backend.revlog().get(txn, &rev.to_bytes())?;
         let bytes = bytes.unwrap_or_else(|| panic!("revlog lacks {rev:?}, named by a version"));
         Ok(record::decode_revlog(bytes).1.to_vec())
     }
@@ -158,7 +158,7 @@ impl Store {
     ) -> Result<usize> {
         if let KeyRange::Single(key) = range {
             let stored = keys::stored(key);
-            if let Some(bytes) = self.backend.live.get(txn, &stored)? {
+            if let Some(bytes) = self.backend.live().get(txn, &stored)? {
                 visit(key, self.current(txn, &stored, bytes, with_values)?);
                 return Ok(1);
             }
@@ -178,7 +178,7 @@ impl Store {
         let bounds = (lower, upper);
         let mut order = KeyOrder::new(range);
         let mut touched = 0;
-        for item in self.backend.live.range(txn, &bounds)? {
+        for item in self.backend.live().range(txn, &bounds)? {
             let (stored, bytes) = item?;
             touched += 1;
             let version = self.current(txn, stored, bytes, with_values)?;
@@ -204,7 +204,7 @@ impl Store {
             let stored = keys::stored(key);
             let found = self
                 .backend
-                .hist
+                .hist()
                 .get_greater_than_or_equal_to(txn, &hist_key(&stored, newest_at))?;
             if let Some((entry, bytes)) = found {
                 let (found_key, rev) = split_hist_key(entry);
@@ -220,7 +220,7 @@ impl Store {
         let mut order = KeyOrder::new(range);
         let mut touched = 0;
         while let Some((entry, bytes)) =
-            self.backend.hist.get_greater_than_or_equal_to(txn, &seek)?
+            self.backend.hist().get_greater_than_or_equal_to(txn, &seek)?
         {
             touched += 1;
             let (stored, rev) = split_hist_key(entry);
@@ -398,7 +398,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             }
         }
         if (keep_value || lease.is_none())
-            && self.store.backend.live.get(self.txn, &keys::stored(key))?.is_none()
+            && self.store.backend.live().get(self.txn, &keys::stored(key))?.is_none()
         {
             return Err(Error::KeyNotFound);
         }
@@ -416,7 +416,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
     ) -> Result<Option<KeyValue>> {
         self.check_put(key, value.is_none(), lease)?;
         let stored = keys::stored(key);
-        let prev = match self.store.backend.live.get(self.txn, &stored)? {
+        let prev = match self.store.backend.live().get(self.txn, &stored)? {
             Some(bytes) => {
                 let modified = record::decode_live(bytes).modified;
                 Some(self.store.version_at(self.txn, &stored, modified)?.to_key_value(key, false))
@@ -441,16 +441,16 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         if old_lease != lease {
             if old_lease != 0 {
-                b.lease_keys.delete(self.txn, &lease::attachment_key(old_lease, key))?;
+                b.lease_keys().delete(self.txn, &lease::attachment_key(old_lease, key))?;
             }
             if lease != 0 {
                 let attached = lease::attachment_value(key);
-                b.lease_keys.put(self.txn, &lease::attachment_key(lease, key), attached)?;
+                b.lease_keys().put(self.txn, &lease::attachment_key(lease, key), attached)?;
             }
         }
-        b.live.put(self.txn, &stored, &record::encode_live(&version))?;
-        b.hist.put(self.txn, &hist_key(&stored, rev), &record::encode_hist_put(&version))?;
-        b.revlog.put(self.txn, &rev.to_bytes(), &record::encode_revlog(KIND_PUT, key))?;
+        b.live().put(self.txn, &stored, &record::encode_live(&version))?;
+        b.hist().put(self.txn, &hist_key(&stored, rev), &record::encode_hist_put(&version))?;
+        b.revlog().put(self.txn, &rev.to_bytes(), &record::encode_revlog(KIND_PUT, key))?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(version.to_key_value(key, false)),
@@ -471,12 +471,12 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             let rev = self.next_rev();
             let b = &self.store.backend;
             if kv.lease != 0 {
-                b.lease_keys.delete(self.txn, &lease::attachment_key(kv.lease, &kv.key))?;
+                b.lease_keys().delete(self.txn, &lease::attachment_key(kv.lease, &kv.key))?;
             }
             let stored = keys::stored(&kv.key);
-            b.live.delete(self.txn, &stored)?;
-            b.hist.put(self.txn, &hist_key(&stored, rev), HIST_TOMBSTONE)?;
-            b.revlog.put(
+            b.live().delete(self.txn, &stored)?;
+            b.hist().put(self.txn, &hist_key(&stored, rev), HIST_TOMBSTONE)?;
+            b.revlog().put(
                 self.txn,
                 &rev.to_bytes(),
                 &record::encode_revlog(KIND_TOMBSTONE, &kv.key),
@@ -520,7 +520,7 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
     b.put_meta_i64(txn, meta_key::COMPACT_REV, rev)?;
 
     let mut doomed: Vec<(Vec<u8>, Revision)> = Vec::new();
-    for item in b.revlog.iter(txn)? {
+    for item in b.revlog().iter(txn)? {
         let (rev_bytes, bytes) = item?;
         let at = Revision::from_bytes(rev_bytes);
         if at.main > rev {
@@ -529,7 +529,7 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
         let (kind, key) = record::decode_revlog(bytes);
         let stored = keys::stored(key);
         let newest = b
-            .hist
+            .hist()
             .get_greater_than_or_equal_to(txn, &hist_key(&stored, Revision::new(rev, i64::MAX)))?
             .map(|(entry, _)| split_hist_key(entry).1);
         let keep = newest == Some(at) && (kind == KIND_PUT || at.main == rev);
@@ -538,8 +538,8 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
         }
     }
     for (stored, at) in doomed {
-        b.hist.delete(txn, &hist_key(&stored, at))?;
-        b.revlog.delete(txn, &at.to_bytes())?;
+        b.hist().delete(txn, &hist_key(&stored, at))?;
+        b.revlog().delete(txn, &at.to_bytes())?;
     }
     Ok(())
 }
@@ -623,7 +623,7 @@ mod tests {
         assert_eq!(values, vec![b"2".to_vec()]);
         let txn = store.backend.read_txn().unwrap();
         assert!(matches!(store.check_read_rev(&txn, keep_rev - 1, 10), Err(Error::Compacted)));
-        assert_eq!(store.backend.hist.len(&txn).unwrap(), 2, "the overwritten version is gone");
+        assert_eq!(store.backend.hist().len(&txn).unwrap(), 2, "the overwritten version is gone");
     }
 
     fn long_key(tail: u8) -> Vec<u8> {

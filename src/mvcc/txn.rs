@@ -182,7 +182,7 @@ fn check_put(target: &impl TxnTarget, p: &PutRequest) -> Result<()> {
         return Err(Error::LeaseNotFound);
     }
     if (p.ignore_value || p.ignore_lease)
-        && store.backend.live.get(txn, &keys::stored(&p.key))?.is_none()
+        && store.backend.live().get(txn, &keys::stored(&p.key))?.is_none()
     {
         return Err(Error::KeyNotFound);
     }

@@ -49,6 +49,35 @@ pub type Deliver = Arc<dyn Fn(Inbound) + Send + Sync>;
 /// Finds a member's peer URL in the current membership.
 pub type Resolve = Arc<dyn Fn(u64) -> Option<String> + Send + Sync>;
 
+/// The other members of the current membership (each gets a stream, used or not, so that
+/// connectivity is known as etcd knows it).
+pub type Peers = Arc<dyn Fn() -> Vec<u64> + Send + Sync>;
+
+/// Since when each peer's stream has been connected without interruption: etcd's
+/// "active since", which its membership changes consult before risking quorum.
+#[derive(Debug, Clone, Default)]
+pub struct PeerHealth {
+    since: Arc<std::sync::Mutex<HashMap<u64, std::time::Instant>>>,
+}
+
+impl PeerHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, std::time::Instant>> {
+        self.since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn active_since(&self, id: u64) -> Option<std::time::Instant> {
+        self.lock().get(&id).copied()
+    }
+
+    fn connected(&self, id: u64) {
+        self.lock().entry(id).or_insert_with(std::time::Instant::now);
+    }
+
+    fn disconnected(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
 /// Writes a consistent copy of the whole store, applied at least up to the given index, to a
 /// new file and returns its path (blocking).
 pub type CopyStore = Arc<dyn Fn(u64) -> Result<PathBuf, String> + Send + Sync>;
@@ -86,26 +115,54 @@ pub struct Identity {
     pub member_id: u64,
 }
 
-/// Starts the router; it runs until every [`Outbound`] is dropped.
-pub fn start(
-    pending: Pending,
-    identity: Identity,
-    resolve: Resolve,
-    deliver: Deliver,
-    copy_store: CopyStore,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(route(pending.0, identity, resolve, deliver, copy_store))
+/// Where the router finds members and reports back.
+#[derive(Clone)]
+pub struct Links {
+    pub identity: Identity,
+    pub resolve: Resolve,
+    pub peers: Peers,
+    pub deliver: Deliver,
+    pub copy_store: CopyStore,
+    pub health: PeerHealth,
 }
 
-async fn route(
-    mut rx: mpsc::UnboundedReceiver<Vec<Message>>,
-    identity: Identity,
-    resolve: Resolve,
-    deliver: Deliver,
-    copy_store: CopyStore,
-) {
+/// Starts the router; it runs until every [`Outbound`] is dropped.
+pub fn start(pending: Pending, links: Links) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(route(pending.0, links))
+}
+
+async fn route(mut rx: mpsc::UnboundedReceiver<Vec<Message>>, links: Links) {
+    let Links { identity, resolve, peers: members, deliver, copy_store, health } = links;
     let mut peers: HashMap<u64, mpsc::Sender<Message>> = HashMap::new();
-    while let Some(messages) = rx.recv().await {
+    let open = |to: u64| {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let stream = PeerStream {
+            to,
+            identity: identity.clone(),
+            resolve: resolve.clone(),
+            deliver: deliver.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(stream.run(rx));
+        tx
+    };
+    let mut membership_check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let messages = tokio::select! {
+            next = rx.recv() => match next {
+                Some(messages) => messages,
+                None => return,
+            },
+            _ = membership_check.tick() => {
+                // A stream per member, also idle ones; a removed member's stream ends.
+                let current = members();
+                peers.retain(|id, _| current.contains(id));
+                for id in current {
+                    peers.entry(id).or_insert_with(|| open(id));
+                }
+                continue;
+            }
+        };
         for message in messages {
             let to = message.to;
             if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -131,17 +188,7 @@ async fn route(
                 });
                 continue;
             }
-            let queue = peers.entry(to).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                let stream = PeerStream {
-                    to,
-                    identity: identity.clone(),
-                    resolve: resolve.clone(),
-                    deliver: deliver.clone(),
-                };
-                tokio::spawn(stream.run(rx));
-                tx
-            });
+            let queue = peers.entry(to).or_insert_with(|| open(to));
             if let Err(err) = queue.try_send(message) {
                 let message = match err {
                     mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
@@ -165,6 +212,7 @@ struct PeerStream {
     identity: Identity,
     resolve: Resolve,
     deliver: Deliver,
+    health: PeerHealth,
 }
 
 impl PeerStream {
@@ -173,6 +221,7 @@ impl PeerStream {
         loop {
             let failure = match self.connect().await {
                 Ok(client) => {
+                    self.health.connected(self.to);
                     if logged_failure {
                         tracing::info!(
                             peer = format!("{:x}", self.to).as_str(),
@@ -184,6 +233,7 @@ impl PeerStream {
                 }
                 Err(err) => Some(err),
             };
+            self.health.disconnected(self.to);
             let Some(failure) = failure else {
                 return; // the router stopped
             };

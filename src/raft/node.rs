@@ -90,6 +90,9 @@ pub enum Input<O> {
     SnapshotSent(u64),
     /// Hand leadership to this member (the leader only).
     TransferLeader(u64),
+    /// Rewrite the store compacted (etcd's Defragment; this member only). Done on the raft
+    /// thread because it is the only writer: no write is in flight meanwhile.
+    Defragment { reply: oneshot::Sender<heed::Result<()>> },
     /// Replicate a membership change. A promotion (`AddNode` of a learner) is checked by
     /// the leader first: the learner must have 90% of the leader's log, as etcd requires.
     ProposeConfChange { change: ConfChange, promotion: bool, reply: Reply<O> },
@@ -298,6 +301,12 @@ impl<S: StateMachine> Node<S> {
             Input::SnapshotFailed(id) => self.raw.report_snapshot(id, SnapshotStatus::Failure),
             Input::SnapshotSent(id) => self.raw.report_snapshot(id, SnapshotStatus::Finish),
             Input::TransferLeader(id) => self.raw.transfer_leader(id),
+            Input::Defragment { reply } => {
+                let started = Instant::now();
+                let result = self.backend.defragment();
+                tracing::info!(took = ?started.elapsed(), ok = result.is_ok(), "defragmented the store");
+                let _ = reply.send(result);
+            }
             Input::ProposeConfChange { change, promotion, reply } => {
                 self.propose_conf_change(change, promotion, reply)
             }

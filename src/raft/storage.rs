@@ -35,7 +35,7 @@ impl RaftLog {
     /// Rebuilds the in-memory mirror from LMDB.
     pub fn load(&self) -> heed::Result<Loaded> {
         let txn = self.backend.read_txn()?;
-        let m = &self.backend.meta;
+        let m = &self.backend.meta();
         let Some(conf) = m.get(&txn, meta_key::CONF_STATE)? else {
             return Ok(Loaded { storage: MemStorage::new(), applied: 0, initialized: false });
         };
@@ -61,7 +61,7 @@ impl RaftLog {
                 core.apply_snapshot(snapshot).expect("fresh MemStorage accepts a snapshot");
             }
             let mut entries = Vec::new();
-            for item in self.backend.raft_log.iter(&txn)? {
+            for item in self.backend.raft_log().iter(&txn)? {
                 let (_, bytes) = item?;
                 entries.push(Entry::parse_from_bytes(bytes).expect("corrupt raft entry"));
             }
@@ -73,7 +73,7 @@ impl RaftLog {
 
     /// (index, term) of the entry just before the first one kept in the log.
     fn log_start(&self, txn: &RoTxn) -> heed::Result<(u64, u64)> {
-        Ok(match self.backend.meta.get(txn, meta_key::LOG_START)? {
+        Ok(match self.backend.meta().get(txn, meta_key::LOG_START)? {
             Some(b) if b.len() == 16 => (
                 u64::from_be_bytes(b[..8].try_into().unwrap()),
                 u64::from_be_bytes(b[8..].try_into().unwrap()),
@@ -90,22 +90,22 @@ impl RaftLog {
         };
         let from = first.index.to_be_bytes();
         let stale = (Bound::Included(from.as_slice()), Bound::Unbounded);
-        self.backend.raft_log.delete_range(txn, &stale)?;
+        self.backend.raft_log().delete_range(txn, &stale)?;
         for entry in entries {
             let bytes = entry.write_to_bytes().expect("raft entry encodes");
-            self.backend.raft_log.put(txn, &entry.index.to_be_bytes(), &bytes)?;
+            self.backend.raft_log().put(txn, &entry.index.to_be_bytes(), &bytes)?;
         }
         Ok(())
     }
 
     pub fn set_hard_state(&self, txn: &mut RwTxn, hs: &HardState) -> heed::Result<()> {
         let bytes = hs.write_to_bytes().expect("hard state encodes");
-        self.backend.meta.put(txn, meta_key::HARD_STATE, &bytes)
+        self.backend.meta().put(txn, meta_key::HARD_STATE, &bytes)
     }
 
     pub fn set_conf_state(&self, txn: &mut RwTxn, cs: &ConfState) -> heed::Result<()> {
         let bytes = cs.write_to_bytes().expect("conf state encodes");
-        self.backend.meta.put(txn, meta_key::CONF_STATE, &bytes)
+        self.backend.meta().put(txn, meta_key::CONF_STATE, &bytes)
     }
 
     pub fn set_applied(&self, txn: &mut RwTxn, index: u64) -> heed::Result<()> {
@@ -117,11 +117,11 @@ impl RaftLog {
     pub fn compact(&self, txn: &mut RwTxn, first_kept: u64, prev_term: u64) -> heed::Result<()> {
         let end = first_kept.to_be_bytes();
         let old = (Bound::Unbounded, Bound::Excluded(end.as_slice()));
-        self.backend.raft_log.delete_range(txn, &old)?;
+        self.backend.raft_log().delete_range(txn, &old)?;
         let mut start = [0u8; 16];
         start[..8].copy_from_slice(&(first_kept - 1).to_be_bytes());
         start[8..].copy_from_slice(&prev_term.to_be_bytes());
-        self.backend.meta.put(txn, meta_key::LOG_START, &start)
+        self.backend.meta().put(txn, meta_key::LOG_START, &start)
     }
 
     /// Replaces this member's whole state with a store copy from the leader, described by
@@ -138,7 +138,7 @@ impl RaftLog {
         let mut start = [0u8; 16];
         start[..8].copy_from_slice(&metadata.index.to_be_bytes());
         start[8..].copy_from_slice(&metadata.term.to_be_bytes());
-        self.backend.meta.put(txn, meta_key::LOG_START, &start)?;
+        self.backend.meta().put(txn, meta_key::LOG_START, &start)?;
         self.set_conf_state(txn, metadata.get_conf_state())?;
         self.set_applied(txn, metadata.index)
     }

@@ -49,6 +49,8 @@ pub enum Error {
     TooManyLearners,
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
+    #[error("unhealthy cluster")]
+    Unhealthy,
     #[error("rpc not supported for learner")]
     NotSupportedForLearner,
     #[error("server stopped")]

@@ -106,6 +106,14 @@ impl Server {
         Ok(path)
     }
 
+    /// etcd's Defragment of this member's store.
+    pub async fn defragment(&self) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner.raft.send(Input::Defragment { reply }).map_err(|_| Error::Stopped)?;
+        let result = answer.await.map_err(|_| Error::Stopped)?;
+        Ok(result.map_err(crate::mvcc::Error::from)?)
+    }
+
     /// The ids of the current members (for checks that need no read barrier).
     pub fn member_ids(&self) -> Result<Vec<u64>> {
         let backend = self.backend();

@@ -19,6 +19,9 @@ use crate::raft::Input;
 /// etcd's default `--max-learners`.
 const MAX_LEARNERS: usize = 1;
 
+/// How long a peer must have been connected to count as active (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// etcd accepts http and https peer URLs with a host (and no path).
 fn check_urls(urls: &[String]) -> Result<()> {
     let valid = |text: &String| {
@@ -63,6 +66,10 @@ impl Server {
                 return Err(Error::NotEnoughStartedMembers);
             }
         }
+        if !is_learner && self.active_voters(&voters) != voters.len() {
+            // etcd adds a voter only while connected to every voter for a while.
+            return Err(Error::Unhealthy);
+        }
         // As etcd, an added member's id also hashes the time, so re-adding the same URLs
         // later gives a new id.
         let unix = std::time::SystemTime::now()
@@ -96,6 +103,14 @@ impl Server {
             let started = remaining.iter().filter(|m| started(m)).count();
             if started < remaining.len() / 2 + 1 {
                 return Err(Error::NotEnoughStartedMembers);
+            }
+            // A member that is down is not part of the active quorum: removing it is safe.
+            // Otherwise the active voters left must still make a quorum, as etcd checks.
+            let local = self.inner.cluster.local.id;
+            let down = id != local && self.inner.peer_health.active_since(id).is_none();
+            let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+            if !down && self.active_voters(&voters) - 1 < 1 + (voters.len() - 1) / 2 {
+                return Err(Error::Unhealthy);
             }
         }
         let change = ConfChange {
@@ -163,6 +178,23 @@ impl Server {
             Applied::Members(members) => Ok(members),
             other => unreachable!("a membership change applies as a membership, not {other:?}"),
         }
+    }
+
+    /// How many of `voters` this member counts as active: itself, and every peer connected
+    /// for at least [`HEALTH_INTERVAL`].
+    fn active_voters(&self, voters: &[&Member]) -> usize {
+        let local = self.inner.cluster.local.id;
+        let cutoff = std::time::Instant::now().checked_sub(HEALTH_INTERVAL);
+        let health = &self.inner.peer_health;
+        voters
+            .iter()
+            .filter(|m| {
+                m.id == local
+                    || health
+                        .active_since(m.id)
+                        .is_some_and(|since| cutoff.is_some_and(|c| since <= c))
+            })
+            .count()
     }
 
     /// Whether this member is a learner now; learners serve only what etcd lets them.

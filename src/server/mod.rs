@@ -57,6 +57,8 @@ pub struct Settings {
     pub etcd_version: String,
     /// Where store copies are written (snapshots for clients and for members).
     pub snapshot_dir: std::path::PathBuf,
+    /// Which peers this member has been connected to, and since when.
+    pub peer_health: crate::peer::transport::PeerHealth,
 }
 
 /// Cloneable handle to the running member.
@@ -82,6 +84,7 @@ struct Inner {
     leader_link: LeaderLink,
     /// Where store copies are written (snapshots for clients and for members).
     snapshot_dir: std::path::PathBuf,
+    peer_health: crate::peer::transport::PeerHealth,
 }
 
 impl Server {
@@ -93,7 +96,7 @@ impl Server {
         lessor: Lessor,
         settings: Settings,
     ) -> Self {
-        let Settings { limits, etcd_version, snapshot_dir } = settings;
+        let Settings { limits, etcd_version, snapshot_dir, peer_health } = settings;
         let renewals_waiting = tokio::sync::Notify::new();
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -111,6 +114,7 @@ impl Server {
             etcd_version,
             leader_link: LeaderLink::default(),
             snapshot_dir,
+            peer_health,
         };
         Self { inner: Arc::new(inner) }
     }

@@ -33,11 +33,15 @@ type memberView struct {
 }
 
 func viewOf(m *pb.Member) memberView {
-	peer := append([]string{}, m.PeerURLs...)
-	cl := append([]string{}, m.ClientURLs...)
-	sort.Strings(peer)
-	sort.Strings(cl)
-	return memberView{m.ID, m.Name, peer, cl, m.IsLearner}
+	sorted := func(s []string) []string {
+		if len(s) == 0 {
+			return nil
+		}
+		s = append([]string(nil), s...)
+		sort.Strings(s)
+		return s
+	}
+	return memberView{m.ID, m.Name, sorted(m.PeerURLs), sorted(m.ClientURLs), m.IsLearner}
 }
 
 func viewsOf(ms []*pb.Member) []memberView {
@@ -49,17 +53,24 @@ func viewsOf(ms []*pb.Member) []memberView {
 	return out
 }
 
-// wantMembers polls MemberList on every running member of c (and each of
-// extra) until each answers exactly want (compared sorted by ID), or fails
-// the test after timeout with what the last answers were.
+// wantMembers polls MemberList on every running member of c until each
+// answers exactly want (compared sorted by ID), or fails the test after
+// timeout with what the last answers were. MemberList is linearizable
+// (clientv3's default); a member that want names as a learner is not
+// asked, since a learner refuses MemberList.
 func wantMembers(t *testing.T, c *etcdproc.Cluster, want []memberView, timeout time.Duration) {
 	t.Helper()
+	want = append([]memberView(nil), want...)
 	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
+	learners := map[string]bool{}
+	for _, w := range want {
+		learners[w.Name] = w.Learner
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		var wrong []string
 		for _, p := range c.Members {
-			if !p.Running() {
+			if !p.Running() || learners[p.Name] {
 				continue
 			}
 			resp, err := memberClient(t, p).MemberList(ctxT(t, opTimeout))
@@ -159,6 +170,12 @@ func hasMember(ms []*pb.Member, id uint64) *pb.Member {
 // writes; its Status says it is no learner and names the cluster's leader.
 // With the original leader then killed (SIGKILL), the 3 of 4 left elect a
 // leader and keep taking writes through every survivor.
+//
+// etcd's strict reconfiguration check (on by default) is pinned too: when
+// the MemberAdd comes less than 4 s after the members were launched, the
+// follower has not been connected to every voter for 5 s yet and refuses
+// with Unavailable "etcdserver: unhealthy cluster"; the tests retry such
+// refusals (reconfig).
 func TestClusterMemberAddAndJoin(t *testing.T) {
 	bin := etcdproc.BinFromEnv(t)
 	c := etcdproc.NewCluster(t, bin, 3)
@@ -185,15 +202,22 @@ func TestClusterMemberAddAndJoin(t *testing.T) {
 	j := c.NewJoiner("m4")
 	// etcd's strict reconfiguration check: fewer than 5 s after the members
 	// first connected (at most since the first process was launched), the
-	// follower refuses.
+	// follower refuses. (Should it accept, that is the MemberAdd the rest of
+	// the test checks.)
+	var add *clientv3.MemberAddResponse
 	if sinceLaunch := time.Since(clusterStart); sinceLaunch < 4*time.Second {
-		_, err := pb.NewClusterClient(grpcConn(t, fol)).MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{j.PeerURL}})
+		resp, err := pb.NewClusterClient(grpcConn(t, fol)).MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{j.PeerURL}})
 		wantGRPCError(t, fmt.Sprintf("%s (follower): MemberAdd %v after the members were launched", fol.Name, sinceLaunch.Round(time.Millisecond)), err, codes.Unavailable, unhealthyMsg)
+		if err == nil {
+			add = (*clientv3.MemberAddResponse)(resp)
+		}
 	} else {
 		t.Logf("the members were launched %v ago: not checking the refusal of an early MemberAdd", sinceLaunch.Round(time.Millisecond))
 	}
-	var add *clientv3.MemberAddResponse
 	err := reconfig(t, "MemberAdd", func() (err error) {
+		if add != nil {
+			return nil
+		}
 		add, err = memberClient(t, fol).MemberAdd(ctxT(t, opTimeout), []string{j.PeerURL})
 		return err
 	})
@@ -274,6 +298,8 @@ func TestClusterMemberAddAndJoin(t *testing.T) {
 	}
 	t.Logf("killed %s", c.Members[li].Name)
 	killedAt := time.Now()
+	newLeader, _ := c.Leader(t)
+	t.Logf("3 of 4 members: %s leads %v after the kill", newLeader.Name, time.Since(killedAt).Round(time.Millisecond))
 	for i, p := range c.Members {
 		if i == li {
 			continue
@@ -288,15 +314,15 @@ func TestClusterMemberAddAndJoin(t *testing.T) {
 			}
 		}
 	}
-	newLeader, _ := c.Leader(t)
-	t.Logf("3 of 4 members: writes through every survivor done %v after the kill; %s leads", time.Since(killedAt).Round(time.Millisecond), newLeader.Name)
+	t.Logf("3 of 4 members: writes through every survivor done %v after the kill", time.Since(killedAt).Round(time.Millisecond))
 }
 
 // TestClusterLearnerPromote pins learners. MemberAddAsLearner answers a
-// learner entry; the process joins as learner and refuses Put and
-// linearizable Range with FailedPrecondition "etcdserver: rpc not supported
-// for learner", but serves serializable Range (with the keys written
-// before) and Status (IsLearner set, the cluster's leader). While it exists
+// learner entry; the process joins as learner and refuses Put, linearizable
+// Range and MemberList (even serializable) with FailedPrecondition
+// "etcdserver: rpc not supported for learner", but serves serializable
+// Range (with the keys written before) and Status (IsLearner set, the
+// cluster's leader); the voters list it as a named learner. While it exists
 // a second learner is refused: FailedPrecondition "etcdserver: too many
 // learner members in cluster". Promoting a voter: FailedPrecondition
 // "etcdserver: can only promote a learner member". MemberPromote of the
@@ -366,6 +392,11 @@ func TestClusterLearnerPromote(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	clusterOnLearner := pb.NewClusterClient(lconn)
+	_, err = clusterOnLearner.MemberList(ctxT(t, opTimeout), &pb.MemberListRequest{Linearizable: true})
+	wantGRPCError(t, l.Name+" (learner): linearizable MemberList", err, codes.FailedPrecondition, "etcdserver: rpc not supported for learner")
+	_, err = clusterOnLearner.MemberList(ctxT(t, opTimeout), &pb.MemberListRequest{})
+	wantGRPCError(t, l.Name+" (learner): serializable MemberList", err, codes.FailedPrecondition, "etcdserver: rpc not supported for learner")
 	_, err = memberClient(t, l).Put(ctxT(t, opTimeout), "learner/put", "x")
 	if err == nil || err.Error() != "etcdserver: rpc not supported for learner" {
 		t.Errorf("%s (learner): clientv3 Put: %v, want etcdserver: rpc not supported for learner", l.Name, err)
@@ -433,13 +464,16 @@ func TestClusterLearnerPromote(t *testing.T) {
 // of a member's peer URLs to its own plus http://127.0.0.2:<same port>
 // (where nothing listens) is listed by both members and writes keep
 // working; updating (or adding) to another member's peer URL fails with
-// FailedPrecondition "etcdserver: Peer URLs already exists"; the URL "foo"
-// with InvalidArgument "etcdserver: given member URLs are invalid";
-// updating an unknown ID with NotFound "etcdserver: member not found".
+// FailedPrecondition "etcdserver: Peer URLs already exists"; adding the
+// URL "foo" with InvalidArgument "etcdserver: given member URLs are
+// invalid"; updating an unknown ID with NotFound "etcdserver: member not
+// found".
 //
-// etcd v3.6.16's removed member (a follower) logged "the member has been
-// permanently removed from the cluster" and exited with status 0 (no
-// error) about a second after the MemberRemove returned.
+// etcd v3.6.16's removed member (a follower) applied its own removal
+// ("removed member"), logged (warn) "server error" with error "the member
+// has been permanently removed from the cluster" and "data-dir used by
+// this member must be removed", and exited with status 0 about 50 ms after
+// the MemberRemove returned. The test only requires that it exits.
 func TestClusterMemberRemove(t *testing.T) {
 	c := startCluster(t, 3)
 	ids := memberIDs(t, c)
@@ -472,7 +506,13 @@ func TestClusterMemberRemove(t *testing.T) {
 	}
 	exitErr := victim.ExitError()
 	t.Logf("%s (removed) exited on its own %v after MemberRemove returned: %v", victim.Name, time.Since(removedAt).Round(time.Millisecond), exitStatus(exitErr))
-	t.Logf("%s last output lines:\n%s", victim.Name, victim.LogTail(5))
+	var removedLines []string
+	for _, line := range strings.Split(victim.LogTail(500), "\n") {
+		if strings.Contains(strings.ToLower(line), "removed") {
+			removedLines = append(removedLines, line)
+		}
+	}
+	t.Logf("%s output lines mentioning \"removed\":\n%s", victim.Name, strings.Join(removedLines, "\n"))
 
 	// The two left: 2 of 2 is a quorum.
 	removedID := ids[vi]
@@ -521,8 +561,11 @@ func TestClusterMemberRemove(t *testing.T) {
 	wantGRPCError(t, fmt.Sprintf("MemberUpdate(%s, %s's peer URL)", target.Name, c.Members[0].Name), err, codes.FailedPrecondition, "etcdserver: Peer URLs already exists")
 	_, err = api.MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{c.Members[0].PeerURL}})
 	wantGRPCError(t, fmt.Sprintf("MemberAdd(%s's peer URL)", c.Members[0].Name), err, codes.FailedPrecondition, "etcdserver: Peer URLs already exists")
-	_, err = api.MemberUpdate(ctxT(t, opTimeout), &pb.MemberUpdateRequest{ID: ids[1], PeerURLs: []string{"foo"}})
-	wantGRPCError(t, `MemberUpdate(["foo"])`, err, codes.InvalidArgument, "etcdserver: given member URLs are invalid")
+	// Not sent: MemberUpdate to the peer URL "foo". etcd v3.6.16 does not
+	// validate MemberUpdate's URLs (only MemberAdd's): it proposes the
+	// change, and every member then panics applying it ("failed NewURLs",
+	// rafthttp Transport.UpdatePeer), for good, since the entry is in the
+	// log.
 	_, err = api.MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{"foo"}})
 	wantGRPCError(t, `MemberAdd(["foo"])`, err, codes.InvalidArgument, "etcdserver: given member URLs are invalid")
 	_, err = api.MemberUpdate(ctxT(t, opTimeout), &pb.MemberUpdateRequest{ID: 12345, PeerURLs: []string{"http://127.0.0.1:1"}})
@@ -551,9 +594,13 @@ func exitStatus(err error) string {
 // status within 15 s without logging "ready to serve client requests"; A
 // and B keep serving, each still one member under its own cluster ID.
 //
-// etcd v3.6.16 exited with status 1 about ... after logging (level fatal)
-// "discovery failed" with error "error validating peerURLs ..." (see the
-// test log for the exact line).
+// etcd v3.6.16 exited with status 1 about 20 ms after its launch, logging
+// (level fatal, from etcdmain/etcd.go:183) "msg":"discovery failed",
+// "error":"error validating peerURLs {ClusterID:<A's> Members:[&{ID:<a's>
+// RaftAttributes:{PeerURLs:[<a's peer URL>] IsLearner:false}
+// Attributes:{Name:a ClientURLs:[<a's client URL>]}}] RemovedMemberIDs:[]}:
+// member count is unequal" (it fetched the cluster from the peer named in
+// --initial-cluster and compared). The test does not require a wording.
 func TestClusterRefusesOtherCluster(t *testing.T) {
 	bin := etcdproc.BinFromEnv(t)
 	var single []*etcdproc.Proc
