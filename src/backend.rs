@@ -64,7 +64,8 @@ macro_rules! tables {
 
         impl Backend {
             $(pub fn $name(&self) -> $ty {
-                self.generation().tables.$name
+                // Copied out under the lock, without touching the generation's count.
+                self.shared.current.read().unwrap_or_else(|p| p.into_inner()).tables.$name
             })*
         }
     };
@@ -116,7 +117,6 @@ struct Shared {
 pub struct Backend {
     shared: Arc<Shared>,
 }
-
 
 /// A read transaction that keeps its environment open (see [`Backend::defragment`]).
 pub struct ReadTxn {

@@ -456,42 +456,21 @@ impl<S: StateMachine> Node<S> {
 
         let mut outputs = Vec::new();
         let backend = self.backend.clone();
-        let mut txn = backend.write_txn()?;
-        if let Some((_, copy)) = &installing {
-            self.log.install(&mut txn, copy, snapshot.get_metadata())?;
-            self.applied = snapshot.get_metadata().index;
-        }
-        self.log.append(&mut txn, ready.entries())?;
-        self.apply_entries(&mut txn, &committed, &mut outputs)?;
-        if lone_leader {
-            let normal =
-                ready.entries().iter().take_while(|e| e.entry_type == EntryType::EntryNormal);
-            let normal: Vec<Entry> = normal.cloned().collect();
-            self.apply_entries(&mut txn, &normal, &mut outputs)?;
-        }
-        let mut hard_state = self.raw.raft.hard_state();
-        hard_state.commit = hard_state.commit.max(self.applied);
-        self.log.set_hard_state(&mut txn, &hard_state)?;
-        self.log.set_applied(&mut txn, self.applied)?;
-        txn.commit()?;
-        if let Some((dir, copy)) = installing {
-            drop(copy);
-            let _ = std::fs::remove_dir_all(dir);
-            self.state_machine.restored();
-            tracing::info!(index = self.applied, "installed the store copy from the leader");
-        }
-        self.state_machine.committed();
-
-        {
-            let store = self.raw.store();
-            let mut core = store.wl();
-            if !snapshot.is_empty() {
-                core.apply_snapshot(snapshot).expect("a newer snapshot replaces the mirror");
-            }
-            core.append(ready.entries()).expect("persisted entries extend the mirror");
-            if let Some(hs) = ready.hs() {
-                core.set_hardstate(hs.clone());
-            }
+        // A Ready holding only messages (heartbeats and their answers, ReadIndex rounds)
+        // changes nothing durable: no transaction, so no fsync delays the answer.
+        let durable = installing.is_some()
+            || !ready.entries().is_empty()
+            || !committed.is_empty()
+            || ready.hs().is_some();
+        if durable {
+            self.persist_ready(
+                &mut ready,
+                &snapshot,
+                installing,
+                &committed,
+                lone_leader,
+                &mut outputs,
+            )?;
         }
         self.sink.send(ready.take_persisted_messages());
         self.answer(outputs);
@@ -548,6 +527,57 @@ impl<S: StateMachine> Node<S> {
             self.removed = true;
         }
         Ok(self.state_machine.apply_conf_change(txn, entry.index, &change))
+    }
+
+    /// Persists what a Ready holds (a snapshot to install, new entries, the hard state) and
+    /// applies its committed entries in the same transaction; also updates the in-memory
+    /// mirror once the transaction committed.
+    fn persist_ready(
+        &mut self,
+        ready: &mut raft::Ready,
+        snapshot: &raft::prelude::Snapshot,
+        installing: Option<(std::path::PathBuf, StoreCopy)>,
+        committed: &[Entry],
+        lone_leader: bool,
+        outputs: &mut Vec<(u64, S::Output)>,
+    ) -> heed::Result<()> {
+        let backend = self.backend.clone();
+        let mut txn = backend.write_txn()?;
+        if let Some((_, copy)) = &installing {
+            self.log.install(&mut txn, copy, snapshot.get_metadata())?;
+            self.applied = snapshot.get_metadata().index;
+        }
+        self.log.append(&mut txn, ready.entries())?;
+        self.apply_entries(&mut txn, committed, outputs)?;
+        if lone_leader {
+            let normal =
+                ready.entries().iter().take_while(|e| e.entry_type == EntryType::EntryNormal);
+            let normal: Vec<Entry> = normal.cloned().collect();
+            self.apply_entries(&mut txn, &normal, outputs)?;
+        }
+        let mut hard_state = self.raw.raft.hard_state();
+        hard_state.commit = hard_state.commit.max(self.applied);
+        self.log.set_hard_state(&mut txn, &hard_state)?;
+        self.log.set_applied(&mut txn, self.applied)?;
+        txn.commit()?;
+        if let Some((dir, copy)) = installing {
+            drop(copy);
+            let _ = std::fs::remove_dir_all(dir);
+            self.state_machine.restored();
+            tracing::info!(index = self.applied, "installed the store copy from the leader");
+        }
+        self.state_machine.committed();
+
+        let store = self.raw.store();
+        let mut core = store.wl();
+        if !snapshot.is_empty() {
+            core.apply_snapshot(snapshot.clone()).expect("a newer snapshot replaces the mirror");
+        }
+        core.append(ready.entries()).expect("persisted entries extend the mirror");
+        if let Some(hs) = ready.hs() {
+            core.set_hardstate(hs.clone());
+        }
+        Ok(())
     }
 
     fn apply_entries(

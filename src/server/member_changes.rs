@@ -66,8 +66,8 @@ impl Server {
                 return Err(Error::NotEnoughStartedMembers);
             }
         }
-        if !is_learner && self.active_voters(&voters) != voters.len() {
-            // etcd adds a voter only while connected to every voter for a while.
+        if self.active_voters(&voters) != voters.len() {
+            // etcd adds a member only while connected to every voter for a while.
             return Err(Error::Unhealthy);
         }
         // As etcd, an added member's id also hashes the time, so re-adding the same URLs

@@ -149,6 +149,40 @@ func reconfig(t *testing.T, what string, op func() error) error {
 	}
 }
 
+// startClusterAt starts an n-member cluster of $RSETCD_BIN as startCluster
+// does and returns when its processes were launched.
+func startClusterAt(t *testing.T, n int) (*etcdproc.Cluster, time.Time) {
+	t.Helper()
+	bin := etcdproc.BinFromEnv(t)
+	c := etcdproc.NewCluster(t, bin, n)
+	launched := time.Now()
+	if err := c.Start(startTimeout); err != nil {
+		t.Fatalf("starting %d members: %v", n, err)
+	}
+	t.Logf("%d members of %s ready in %v: %v", n, bin, time.Since(launched).Round(time.Millisecond), c.Endpoints())
+	return c, launched
+}
+
+// wantEarlyRefusal pins etcd's strict reconfiguration check (on by
+// default): a member refuses a membership change with Unavailable
+// unhealthyMsg until it has been connected to every voter (to a quorum,
+// for a removal) for 5 s. When fewer than 4 s have passed since the members
+// were launched (so their connections are younger than that), op, a
+// membership change on a plain gRPC connection, must be refused. It
+// returns whether op was accepted all the same: the caller then carries on
+// with that change.
+func wantEarlyRefusal(t *testing.T, launched time.Time, what string, op func() error) (accepted bool) {
+	t.Helper()
+	since := time.Since(launched)
+	if since >= 4*time.Second {
+		t.Logf("the members were launched %v ago: not checking that an early %s is refused", since.Round(time.Millisecond), what)
+		return false
+	}
+	err := op()
+	wantGRPCError(t, fmt.Sprintf("%s %v after the members were launched", what, since.Round(time.Millisecond)), err, codes.Unavailable, unhealthyMsg)
+	return err == nil
+}
+
 // hasMember reports whether ms has a member with id.
 func hasMember(ms []*pb.Member, id uint64) *pb.Member {
 	for _, m := range ms {
@@ -171,20 +205,13 @@ func hasMember(ms []*pb.Member, id uint64) *pb.Member {
 // With the original leader then killed (SIGKILL), the 3 of 4 left elect a
 // leader and keep taking writes through every survivor.
 //
-// etcd's strict reconfiguration check (on by default) is pinned too: when
-// the MemberAdd comes less than 4 s after the members were launched, the
-// follower has not been connected to every voter for 5 s yet and refuses
-// with Unavailable "etcdserver: unhealthy cluster"; the tests retry such
-// refusals (reconfig).
+// Like the other membership tests it also pins etcd's strict
+// reconfiguration check (wantEarlyRefusal): the first MemberAdd, sent right
+// after the cluster started, is refused with Unavailable "etcdserver:
+// unhealthy cluster" (it is then retried until accepted, which took etcd
+// v3.6.16 about 5 s from the members' launch).
 func TestClusterMemberAddAndJoin(t *testing.T) {
-	bin := etcdproc.BinFromEnv(t)
-	c := etcdproc.NewCluster(t, bin, 3)
-	clusterStart := time.Now()
-	if err := c.Start(startTimeout); err != nil {
-		t.Fatalf("starting 3 members: %v", err)
-	}
-	started := time.Since(clusterStart)
-	t.Logf("3 members of %s ready in %v: %v", bin, started.Round(time.Millisecond), c.Endpoints())
+	c, launched := startClusterAt(t, 3)
 	ids := memberIDs(t, c)
 	cli := clusterClient(t, c)
 	revs := map[string]int64{}
@@ -200,20 +227,14 @@ func TestClusterMemberAddAndJoin(t *testing.T) {
 	_, li := c.Leader(t)
 	fol := c.Members[follower(c, li)]
 	j := c.NewJoiner("m4")
-	// etcd's strict reconfiguration check: fewer than 5 s after the members
-	// first connected (at most since the first process was launched), the
-	// follower refuses. (Should it accept, that is the MemberAdd the rest of
-	// the test checks.)
 	var add *clientv3.MemberAddResponse
-	if sinceLaunch := time.Since(clusterStart); sinceLaunch < 4*time.Second {
+	wantEarlyRefusal(t, launched, fol.Name+" (follower): MemberAdd", func() error {
 		resp, err := pb.NewClusterClient(grpcConn(t, fol)).MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{j.PeerURL}})
-		wantGRPCError(t, fmt.Sprintf("%s (follower): MemberAdd %v after the members were launched", fol.Name, sinceLaunch.Round(time.Millisecond)), err, codes.Unavailable, unhealthyMsg)
 		if err == nil {
 			add = (*clientv3.MemberAddResponse)(resp)
 		}
-	} else {
-		t.Logf("the members were launched %v ago: not checking the refusal of an early MemberAdd", sinceLaunch.Round(time.Millisecond))
-	}
+		return err
+	})
 	err := reconfig(t, "MemberAdd", func() (err error) {
 		if add != nil {
 			return nil
@@ -329,9 +350,12 @@ func TestClusterMemberAddAndJoin(t *testing.T) {
 // learner through a follower succeeds once the learner caught up (until
 // then it fails with FailedPrecondition "etcdserver: can only promote a
 // learner member which is in sync with leader"); then every member lists it
-// as a voter and it takes writes and linearizable reads.
+// as a voter and it takes writes and linearizable reads. The first
+// MemberAddAsLearner, right after the cluster started, must be refused with
+// Unavailable "etcdserver: unhealthy cluster" (wantEarlyRefusal: etcd's
+// strict reconfiguration check covers learners too).
 func TestClusterLearnerPromote(t *testing.T) {
-	c := startCluster(t, 3)
+	c, launched := startClusterAt(t, 3)
 	ids := memberIDs(t, c)
 	cli := clusterClient(t, c)
 	var lastRev int64
@@ -348,7 +372,17 @@ func TestClusterLearnerPromote(t *testing.T) {
 	fol := c.Members[fi]
 	l := c.NewJoiner("learner")
 	var add *clientv3.MemberAddResponse
+	wantEarlyRefusal(t, launched, fol.Name+" (follower): MemberAddAsLearner", func() error {
+		resp, err := pb.NewClusterClient(grpcConn(t, fol)).MemberAdd(ctxT(t, opTimeout), &pb.MemberAddRequest{PeerURLs: []string{l.PeerURL}, IsLearner: true})
+		if err == nil {
+			add = (*clientv3.MemberAddResponse)(resp)
+		}
+		return err
+	})
 	err := reconfig(t, "MemberAddAsLearner", func() (err error) {
+		if add != nil {
+			return nil
+		}
 		add, err = memberClient(t, fol).MemberAddAsLearner(ctxT(t, opTimeout), []string{l.PeerURL})
 		return err
 	})
@@ -467,7 +501,9 @@ func TestClusterLearnerPromote(t *testing.T) {
 // FailedPrecondition "etcdserver: Peer URLs already exists"; adding the
 // URL "foo" with InvalidArgument "etcdserver: given member URLs are
 // invalid"; updating an unknown ID with NotFound "etcdserver: member not
-// found".
+// found". The first MemberRemove, right after the cluster started, must be
+// refused with Unavailable "etcdserver: unhealthy cluster"
+// (wantEarlyRefusal).
 //
 // etcd v3.6.16's removed member (a follower) applied its own removal
 // ("removed member"), logged (warn) "server error" with error "the member
@@ -475,7 +511,7 @@ func TestClusterLearnerPromote(t *testing.T) {
 // this member must be removed", and exited with status 0 about 50 ms after
 // the MemberRemove returned. The test only requires that it exits.
 func TestClusterMemberRemove(t *testing.T) {
-	c := startCluster(t, 3)
+	c, launched := startClusterAt(t, 3)
 	ids := memberIDs(t, c)
 	_, li := c.Leader(t)
 	vi := follower(c, li)
@@ -487,7 +523,17 @@ func TestClusterMemberRemove(t *testing.T) {
 	}
 
 	var resp *clientv3.MemberRemoveResponse
+	wantEarlyRefusal(t, launched, via.Name+" (follower): MemberRemove", func() error {
+		r, err := pb.NewClusterClient(grpcConn(t, via)).MemberRemove(ctxT(t, opTimeout), &pb.MemberRemoveRequest{ID: ids[vi]})
+		if err == nil {
+			resp = (*clientv3.MemberRemoveResponse)(r)
+		}
+		return err
+	})
 	err := reconfig(t, "MemberRemove", func() (err error) {
+		if resp != nil {
+			return nil
+		}
 		resp, err = viaCli.MemberRemove(ctxT(t, opTimeout), ids[vi])
 		return err
 	})
