@@ -6,7 +6,8 @@
 # Both servers fsync before replying (etcd's WAL, rsetcd's LMDB commit).
 # Then the put and range rows against a 3-member cluster of each (separate processes on
 # loopback, clients spread over all endpoints).
-# Usage: scripts/bench.sh   (QUICK=1 for a tenth of the requests; CLUSTER=0 skips clusters)
+# Usage: scripts/bench.sh   (QUICK=1 for a tenth of the requests; CLUSTER=0 skips the
+# cluster rows, SINGLE=0 the single-member ones)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -62,6 +63,7 @@ report() { # title table row...
 server_bin() { [ "$1" = rsetcd ] && echo "$ROOT/target/release/rsetcd" || echo "$ROOT/.cache/reference/bin/etcd"; }
 seed_key() { "$ROOT/.cache/reference/bin/etcdctl" $1 put bench-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null; }
 
+if [ "${SINGLE:-1}" = 1 ]; then
 for server in rsetcd etcd; do
   bin=$(server_bin $server)
   port=$([ $server = rsetcd ] && echo 24379 || echo 25379)
@@ -85,6 +87,7 @@ printf '%-32s %10d KiB %10d KiB %8.2f\n' "RSS after 100k keys x 256 B" "${rss[rs
 # is the memory each process owns outright.
 printf '%-32s %10d KiB %10d KiB %8.2f\n' "  of which anonymous (heap)" "${anon[rsetcd]}" "${anon[etcd]}" \
   "$(echo "${anon[rsetcd]} / ${anon[etcd]}" | bc -l)"
+fi
 
 [ "${CLUSTER:-1}" = 1 ] || exit 0
 

@@ -496,7 +496,8 @@ impl<S: StateMachine> Node<S> {
             hard_state.commit = hard_state.commit.max(self.applied);
             self.log.set_hard_state(&mut txn, &hard_state)?;
             self.log.set_applied(&mut txn, self.applied)?;
-            txn.commit()?;
+            // Only entries already durable in the log were applied: redone after a crash.
+            txn.commit_redoable()?;
             self.state_machine.committed();
             self.answer(outputs);
         }
@@ -557,9 +558,20 @@ impl<S: StateMachine> Node<S> {
         }
         let mut hard_state = self.raw.raft.hard_state();
         hard_state.commit = hard_state.commit.max(self.applied);
+        // Raft needs the log, the term and the vote durable before it answers anyone; the
+        // commit index and what was applied can be redone from the log after a crash.
+        let before = self.raw.store().rl().hard_state().clone();
+        let must_sync = installing.is_some()
+            || !ready.entries().is_empty()
+            || hard_state.term != before.term
+            || hard_state.vote != before.vote;
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
-        txn.commit()?;
+        if must_sync {
+            txn.commit()?;
+        } else {
+            txn.commit_redoable()?;
+        }
         if let Some((dir, copy)) = installing {
             drop(copy);
             let _ = std::fs::remove_dir_all(dir);
