@@ -41,6 +41,7 @@ pub async fn run(
     for var in &config.unknown_env {
         tracing::warn!(variable = var.as_str(), "unrecognized environment variable");
     }
+    crate::metrics::install();
     let listeners = bind_all(&config.listen_client_urls, 2379).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls, 2380).await?;
 

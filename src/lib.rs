@@ -17,6 +17,7 @@
 //! config   etcd's flags, environment variables and defaults
 //! restore  `rsetcd snapshot restore`: a data dir from a saved snapshot
 //! logging  zap-style JSON log lines, as etcd writes them
+//! metrics  Prometheus metrics with etcd's names, rendered at /metrics
 //! ```
 
 pub mod alarm;
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod mvcc;
 pub mod pb;
 pub mod peer;

@@ -1,8 +1,8 @@
 //! Plain HTTP on the client port, beside gRPC as etcd serves it: `/version`, `/health`,
 //! `/livez` and `/readyz` (with `/livez/<check>`, `/readyz/<check>`), answered with etcd's
 //! status codes, bodies and headers. A request is gRPC when its content-type says so;
-//! everything else comes here. gRPC requests pass through, after etcd's require-leader check. `/metrics` and the JSON gateway (`/v3/...`) are not built yet
-//! and say so with 501.
+//! everything else comes here, `/metrics` included. gRPC requests pass through, after etcd's require-leader check. the JSON gateway (`/v3/...`) is not built yet and says so
+//! with 501.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,10 +53,14 @@ where
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if grpc {
+            let labels = super::grpc_metrics::started(request.uri().path());
             if let Some(refused) = super::require_leader::refusal(&self.server, &request) {
-                return Box::pin(async move { Ok(refused) });
+                return Box::pin(async move { Ok(super::grpc_metrics::handled(refused, labels)) });
             }
-            return Box::pin(self.inner.call(request));
+            let answer = self.inner.call(request);
+            return Box::pin(
+                async move { Ok(super::grpc_metrics::handled(answer.await?, labels)) },
+            );
         }
         let server = self.server.clone();
         let method = request.method().clone();
@@ -74,7 +78,7 @@ async fn respond(server: &Server, method: &Method, path: &str, query: &Query) ->
         "/health" => Route::Health,
         "/livez" => Route::Probe(Probe::Livez),
         "/readyz" => Route::Probe(Probe::Readyz),
-        "/metrics" => return not_built("/metrics"),
+        "/metrics" => Route::Metrics,
         p if p.starts_with("/v3/") || p.starts_with("/v3beta/") => return gateway_not_built(),
         p => match single_check(p) {
             Some(check) => Route::Check(check),
@@ -88,6 +92,12 @@ async fn respond(server: &Server, method: &Method, path: &str, query: &Query) ->
     }
     match route {
         Route::Version => version(server),
+        Route::Metrics => {
+            let mut response = respond_with(StatusCode::OK, crate::metrics::render(server));
+            // Prometheus's text format, as etcd's promhttp handler labels it.
+            set(&mut response, CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+            response
+        }
         Route::Health => health(server, query).await,
         Route::Probe(probe) => run_probe(server, probe, query).await,
         Route::Check(check) => match server.check(check).await {
@@ -101,6 +111,7 @@ async fn respond(server: &Server, method: &Method, path: &str, query: &Query) ->
 
 enum Route {
     Version,
+    Metrics,
     Health,
     Probe(Probe),
     Check(Check),
@@ -200,10 +211,6 @@ async fn run_probe(server: &Server, probe: Probe, query: &Query) -> Response<Bod
         return text(StatusCode::OK, &format!("{listing}ok\n"));
     }
     text(StatusCode::OK, "ok\n")
-}
-
-fn not_built(path: &str) -> Response<Body> {
-    text(StatusCode::NOT_IMPLEMENTED, &format!("rsetcd: {path} is not implemented yet\n"))
 }
 
 fn gateway_not_built() -> Response<Body> {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod election;
+pub mod grpc_metrics;
 pub mod http_endpoints;
 pub mod kv;
 pub mod lease;

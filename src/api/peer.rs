@@ -80,6 +80,9 @@ impl Peer for PeerService {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             self.refuse_other_cluster(batch.from, batch.cluster_id)?;
+            let bytes: usize = batch.messages.iter().map(Vec::len).sum();
+            metrics::counter!(crate::metrics::PEER_RECEIVED, "From" => format!("{:x}", batch.from))
+                .increment(bytes as u64);
             for bytes in &batch.messages {
                 let message = Message::parse_from_bytes(bytes)
                     .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;

@@ -302,6 +302,9 @@ impl PeerStream {
                             .map(|m| m.write_to_bytes().expect("raft message encodes"))
                             .collect(),
                     };
+                    let bytes: usize = batch.messages.iter().map(Vec::len).sum();
+                    metrics::counter!(crate::metrics::PEER_SENT, "To" => format!("{:x}", self.to))
+                        .increment(bytes as u64);
                     if tx.send(batch).await.is_err() {
                         for message in &messages {
                             report_lost(&self.deliver, message);

@@ -116,6 +116,10 @@ pub struct NodeStatus {
     pub lone_leader: AtomicBool,
     /// This member is a learner in the applied configuration.
     pub is_learner: AtomicBool,
+    /// Times a new leader became known (etcd's `leader_changes_seen_total`).
+    pub leader_changes: AtomicU64,
+    /// Proposals made here and not answered yet.
+    pub pending: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +308,7 @@ impl<S: StateMachine> Node<S> {
             Input::Defragment { reply } => {
                 let started = Instant::now();
                 let result = self.backend.defragment();
+                metrics::histogram!(crate::metrics::DEFRAG).record(started.elapsed());
                 tracing::info!(took = ?started.elapsed(), ok = result.is_ok(), "defragmented the store");
                 let _ = reply.send(result);
             }
@@ -497,7 +502,9 @@ impl<S: StateMachine> Node<S> {
             self.log.set_hard_state(&mut txn, &hard_state)?;
             self.log.set_applied(&mut txn, self.applied)?;
             // Only entries already durable in the log were applied: redone after a crash.
+            let started = Instant::now();
             txn.commit_redoable()?;
+            metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
             self.state_machine.committed();
             self.answer(outputs);
         }
@@ -567,11 +574,14 @@ impl<S: StateMachine> Node<S> {
             || hard_state.vote != before.vote;
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
+        let started = Instant::now();
         if must_sync {
             txn.commit()?;
+            metrics::histogram!(crate::metrics::WAL_FSYNC).record(started.elapsed());
         } else {
             txn.commit_redoable()?;
         }
+        metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
         if let Some((dir, copy)) = installing {
             drop(copy);
             let _ = std::fs::remove_dir_all(dir);
@@ -666,6 +676,11 @@ impl<S: StateMachine> Node<S> {
 
     fn publish_status(&self) {
         let raft = &self.raw.raft;
+        let previous = self.status.leader.load(Ordering::Relaxed);
+        if raft.leader_id != previous && raft.leader_id != raft::INVALID_ID {
+            self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.status.pending.store(self.proposals.len() as u64, Ordering::Relaxed);
         self.status.term.store(raft.term, Ordering::Relaxed);
         self.status.leader.store(raft.leader_id, Ordering::Relaxed);
         self.status.commit.store(raft.raft_log.committed.max(self.applied), Ordering::Relaxed);

@@ -114,6 +114,23 @@ impl Server {
         Ok(result.map_err(crate::mvcc::Error::from)?)
     }
 
+    /// Keys that exist now (etcd's `etcd_debugging_mvcc_keys_total`).
+    pub fn key_count(&self) -> Result<u64> {
+        let backend = self.backend();
+        let txn = backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        Ok(backend.live().len(&txn).map_err(crate::mvcc::Error::from)?)
+    }
+
+    /// Peers connected now.
+    pub fn active_peers(&self) -> usize {
+        let health = &self.inner.peer_health;
+        self.member_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| health.active_since(*id).is_some())
+            .count()
+    }
+
     /// The ids of the current members (for checks that need no read barrier).
     pub fn member_ids(&self) -> Result<Vec<u64>> {
         let backend = self.backend();

@@ -512,7 +512,10 @@ impl Server {
         answer: oneshot::Receiver<std::result::Result<T, ProposeError>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.inner.limits.request_timeout, answer).await {
-            Err(_) => Err(self.timeout_error()),
+            Err(_) => {
+                metrics::counter!(crate::metrics::PROPOSALS_FAILED).increment(1);
+                Err(self.timeout_error())
+            }
             Ok(Err(_)) | Ok(Ok(Err(ProposeError::Stopped))) => Err(Error::Stopped),
             Ok(Ok(Err(ProposeError::Dropped))) => Err(Error::Timeout),
             Ok(Ok(Err(ProposeError::NotLeader))) => Err(Error::NotLeader),

@@ -1,0 +1,92 @@
+//! grpc-prometheus's `grpc_server_started_total` and `grpc_server_handled_total` for every
+//! gRPC call on the client port: started when the request arrives, handled when its status
+//! is known (in the headers of an error answered at once, else in the trailers that end the
+//! response body, which may be a long stream).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::{Code, Status};
+
+use crate::metrics;
+
+/// Counts the call as started; returns its labels for [`handled`].
+pub fn started(path: &str) -> Option<(String, String)> {
+    let labels = metrics::grpc_labels(path)?;
+    metrics::grpc_started(&labels.0, &labels.1);
+    Some(labels)
+}
+
+/// Counts the call as handled once its status is known.
+pub fn handled(response: Response<Body>, labels: Option<(String, String)>) -> Response<Body> {
+    let Some((service, method)) = labels else {
+        return response;
+    };
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        metrics::grpc_handled(&service, &method, status.code());
+        return response;
+    }
+    response.map(|body| Body::new(Counted { inner: body, labels: Some((service, method)) }))
+}
+
+/// A response body that counts its call when the trailers (or the end) go by.
+struct Counted {
+    inner: Body,
+    labels: Option<(String, String)>,
+}
+
+impl Counted {
+    fn count(&mut self, code: Code) {
+        if let Some((service, method)) = self.labels.take() {
+            metrics::grpc_handled(&service, &method, code);
+        }
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code());
+                    self.count(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                let code = status.code();
+                self.count(code);
+            }
+            // A stream that ends without trailers was cut off.
+            Poll::Ready(None) => self.count(Code::Unavailable),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // The client went away before the end (a cancelled watch, say): grpc-go counts
+        // such a call as Canceled.
+        self.count(Code::Cancelled);
+    }
+}

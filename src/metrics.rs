@@ -1,0 +1,233 @@
+//! Prometheus metrics with etcd's names, labels and types, rendered at `/metrics`.
+//!
+//! Events are counted where they happen through the `metrics` facade (gRPC calls, peer
+//! bytes, disk commit times, failed proposals); levels (leader, sizes, raft indexes, memory)
+//! are read when scraped, so they are never stale. Histograms use etcd's buckets.
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::server::Server;
+
+pub const WAL_FSYNC: &str = "etcd_disk_wal_fsync_duration_seconds";
+pub const BACKEND_COMMIT: &str = "etcd_disk_backend_commit_duration_seconds";
+pub const DEFRAG: &str = "etcd_disk_backend_defrag_duration_seconds";
+pub const PEER_SENT: &str = "etcd_network_peer_sent_bytes_total";
+pub const PEER_RECEIVED: &str = "etcd_network_peer_received_bytes_total";
+pub const PROPOSALS_FAILED: &str = "etcd_server_proposals_failed_total";
+pub const GRPC_STARTED: &str = "grpc_server_started_total";
+pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it).
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        // etcd's buckets: disk ExponentialBuckets(0.001, 2, 14), defrag (0.1, 2, 13).
+        let disk: Vec<f64> = (0..14).map(|i| 0.001 * f64::powi(2.0, i)).collect();
+        let defrag: Vec<f64> = (0..13).map(|i| 0.1 * f64::powi(2.0, i)).collect();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(WAL_FSYNC.into()), &disk)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BACKEND_COMMIT.into()), &disk))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DEFRAG.into()), &defrag))
+            .expect("valid buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Only fails if another recorder was installed, which nothing else does.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        start_time_seconds();
+        // etcd's plain counters exist from the start, at 0.
+        counter!(PROPOSALS_FAILED).absolute(0);
+        handle
+    })
+}
+
+fn describe() {
+    describe_histogram!(
+        WAL_FSYNC,
+        Unit::Seconds,
+        "The latency distributions of fsync called by WAL."
+    );
+    describe_histogram!(
+        BACKEND_COMMIT,
+        Unit::Seconds,
+        "The latency distributions of commit called by backend."
+    );
+    describe_histogram!(
+        DEFRAG,
+        Unit::Seconds,
+        "The latency distribution of backend defragmentation."
+    );
+    describe_counter!(PEER_SENT, Unit::Bytes, "The total number of bytes sent to peers.");
+    describe_counter!(PEER_RECEIVED, Unit::Bytes, "The total number of bytes received from peers.");
+    describe_counter!(PROPOSALS_FAILED, "The total number of failed proposals seen.");
+    describe_counter!(GRPC_STARTED, "Total number of RPCs started on the server.");
+    describe_counter!(
+        GRPC_HANDLED,
+        "Total number of RPCs completed on the server, regardless of success or failure."
+    );
+    describe_gauge!(
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not."
+    );
+    describe_gauge!(
+        "etcd_server_is_leader",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise."
+    );
+    describe_gauge!(
+        "etcd_server_is_learner",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise."
+    );
+    describe_counter!(
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen."
+    );
+    describe_gauge!(
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed."
+    );
+    describe_gauge!(
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied."
+    );
+    describe_gauge!(
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit."
+    );
+    describe_gauge!(
+        "etcd_server_version",
+        "Which version is running. 1 for 'server_version' label with current version."
+    );
+    describe_gauge!(
+        "etcd_server_id",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."
+    );
+    describe_gauge!(
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes."
+    );
+    describe_gauge!(
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes."
+    );
+    describe_gauge!(
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Total size of the underlying database logically in use in bytes."
+    );
+    describe_gauge!("etcd_debugging_mvcc_keys_total", "Total number of keys.");
+    describe_gauge!("etcd_network_active_peers", "The current number of active peer connections.");
+    describe_gauge!("process_resident_memory_bytes", "Resident memory size in bytes.");
+    describe_gauge!(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds."
+    );
+}
+
+/// The gRPC service and method of a request path (`/etcdserverpb.KV/Range`).
+pub fn grpc_labels(path: &str) -> Option<(String, String)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some((service.to_string(), method.to_string()))
+}
+
+/// grpc-prometheus's `grpc_type`: etcd's streaming methods and the unary rest.
+pub fn grpc_type(service: &str, method: &str) -> &'static str {
+    match (service, method) {
+        ("etcdserverpb.Watch", "Watch") | ("etcdserverpb.Lease", "LeaseKeepAlive") => "bidi_stream",
+        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => {
+            "server_stream"
+        }
+        _ => "unary",
+    }
+}
+
+pub fn grpc_started(service: &str, method: &str) {
+    let kind = grpc_type(service, method);
+    counter!(GRPC_STARTED, "grpc_type" => kind, "grpc_service" => service.to_string(),
+        "grpc_method" => method.to_string())
+    .increment(1);
+}
+
+pub fn grpc_handled(service: &str, method: &str, code: tonic::Code) {
+    let kind = grpc_type(service, method);
+    counter!(GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => service.to_string(),
+        "grpc_method" => method.to_string(), "grpc_code" => code_name(code))
+    .increment(1);
+}
+
+/// grpc-go's names of status codes, as grpc-prometheus labels them.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The Prometheus text exposition, with the levels read now.
+pub fn render(server: &Server) -> String {
+    let handle = install();
+    let status = server.raft_status();
+    let local = server.cluster().local.id;
+    let leader = status.leader.load(Ordering::Relaxed);
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauge!("etcd_server_has_leader").set(flag(leader != 0));
+    gauge!("etcd_server_is_leader").set(flag(leader == local));
+    gauge!("etcd_server_is_learner").set(flag(server.is_learner()));
+    counter!("etcd_server_leader_changes_seen_total")
+        .absolute(status.leader_changes.load(Ordering::Relaxed));
+    gauge!("etcd_server_proposals_committed_total")
+        .set(status.commit.load(Ordering::Relaxed) as f64);
+    gauge!("etcd_server_proposals_applied_total")
+        .set(status.applied.load(Ordering::Relaxed) as f64);
+    gauge!("etcd_server_proposals_pending").set(status.pending.load(Ordering::Relaxed) as f64);
+    gauge!("etcd_server_version", "server_version" => server.etcd_version().to_string()).set(1.0);
+    gauge!("etcd_server_id", "server_id" => format!("{local:x}")).set(1.0);
+    gauge!("etcd_server_quota_backend_bytes").set(server.limits().quota_bytes as f64);
+    let backend = server.backend();
+    gauge!("etcd_mvcc_db_total_size_in_bytes").set(backend.file_size() as f64);
+    gauge!("etcd_mvcc_db_total_size_in_use_in_bytes").set(backend.size_in_use() as f64);
+    if let Ok(keys) = server.key_count() {
+        gauge!("etcd_debugging_mvcc_keys_total").set(keys as f64);
+    }
+    gauge!("etcd_network_active_peers").set(server.active_peers() as f64);
+    if let Some(rss) = resident_bytes() {
+        gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+    gauge!("process_start_time_seconds").set(start_time_seconds());
+    handle.render()
+}
+
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn start_time_seconds() -> f64 {
+    static START: OnceLock<f64> = OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
