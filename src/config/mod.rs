@@ -1,6 +1,7 @@
 //! Typed configuration from etcd's flags and `ETCD_*` variables, with etcd's defaults.
 //! Everything is checked here, before any file is written: a bad value names its flag.
 
+pub mod file;
 pub mod flags;
 
 use std::path::PathBuf;
@@ -83,6 +84,14 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("watch-progress-notify-interval", Value, true),
     flag("experimental-enable-lease-checkpoint", Bool, false),
     flag("experimental-compact-hash-check-enabled", Bool, false),
+    flag("discovery", Value, false),
+    flag("discovery-fallback", Value, false),
+    flag("discovery-proxy", Value, false),
+    flag("discovery-srv", Value, false),
+    flag("self-signed-cert-validity", Value, false),
+    flag("cipher-suites", Value, false),
+    flag("tls-min-version", Value, false),
+    flag("tls-max-version", Value, false),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +145,8 @@ pub enum ConfigError {
     Invalid { flag: &'static str, value: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    File(#[from] file::FileError),
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -146,7 +157,13 @@ impl Config {
     /// Parses `args` (without the program name) and `env` as etcd would.
     pub fn from_args(args: &[String], env: &[(String, String)]) -> Result<Command, ConfigError> {
         let parsed = flags::parse(FLAGS, args, env)?;
-        let v = &parsed.values;
+        // With a config file, etcd takes every setting from it and ignores the other flags
+        // and the ETCD_* variables.
+        let from_file = match parsed.values.get("config-file") {
+            Some(path) => Some(file::load(std::path::Path::new(path), FLAGS)?),
+            None => None,
+        };
+        let v = from_file.as_ref().unwrap_or(&parsed.values);
         let get = |name: &str| v.get(name).map(String::as_str);
         if get("help") == Some("true") {
             return Ok(Command::PrintHelp);
@@ -155,11 +172,6 @@ impl Config {
         check_semver(&etcd_version)?;
         if get("version") == Some("true") {
             return Ok(Command::PrintVersion(etcd_version));
-        }
-        if get("config-file").is_some() {
-            return Err(ConfigError::Unsupported(
-                "--config-file is not supported by rsetcd yet; pass the settings as flags or ETCD_* variables".into(),
-            ));
         }
 
         let name = get("name").unwrap_or("default").to_string();
