@@ -28,3 +28,7 @@ step "Go: descriptors, kill -9 durability, clientv3 suites (kvdiff, watch, lease
 step "HTTP endpoints and etcdctl differential suites: rsetcd against reference etcd"
 python3 -m pytest -q compat-tests/http
 python3 -m pytest -q compat-tests/etcdctl
+
+step "Python etcd3 client (gRPC) against rsetcd and the reference etcd"
+PYVENV="$(compat-tests/python/setup.sh | tail -1)"
+"$PYVENV" -m pytest -q compat-tests/python

@@ -44,6 +44,7 @@ pub async fn run(
     crate::metrics::install();
     let listeners = bind_all(&config.listen_client_urls, 2379).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls, 2380).await?;
+    let metrics_listeners = bind_all(&config.listen_metrics_urls, 2381).await?;
 
     let backend = Backend::open(&config.data_dir, map_size(config.quota_backend_bytes))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
@@ -184,6 +185,14 @@ pub async fn run(
         let router = crate::api::router(server.clone(), hub.clone(), settings).await;
         let mut stop = stop_rx.clone();
         tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+        tasks.push(tokio::spawn(crate::api::serve(router, listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })));
+    }
+    for (listener, addr) in metrics_listeners {
+        let router = crate::api::metrics_router(server.clone());
+        let mut stop = stop_rx.clone();
+        tracing::info!(address = %addr, "serving metrics");
         tasks.push(tokio::spawn(crate::api::serve(router, listener, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));

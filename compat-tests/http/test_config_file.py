@@ -147,3 +147,30 @@ def test_unknown_key_is_refused_by_rsetcd(tmp_path):
     proc, log = start(h.sut_bin(), ["--config-file", str(path)], tmp_path)
     assert proc.wait(timeout=20) != 0
     assert 'unknown key "heartbeat-intervall"' in log.read_text()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_listen_metrics_urls(server, tmp_path):
+    import http.client
+    config = with_ports((ROOT / "config" / "single.yml").read_text(), tmp_path)
+    metrics_port = h.free_port()
+    path = tmp_path / "metrics.yml"
+    path.write_text(config + f"listen-metrics-urls: http://127.0.0.1:{metrics_port}\n")
+    proc, log = start(SERVERS[server](), ["--config-file", str(path)], tmp_path)
+    try:
+        assert wait_ready(proc, log), log.read_text()[-2000:]
+        def get(target):
+            conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+            conn.request("GET", target)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        status, body = get("/metrics")
+        assert status == 200 and "\netcd_server_has_leader 1\n" in body
+        assert get("/health") == (200, '{"health":"true","reason":""}')
+        # Only HTTP there: gRPC stays on the client URLs.
+        out = subprocess.run([h.etcdctl36_bin(), "--endpoints", f"127.0.0.1:{metrics_port}",
+                              "--dial-timeout", "1s", "--command-timeout", "2s", "get", "k"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+    finally:
+        stop(proc)

@@ -19,12 +19,14 @@ use crate::server::Server;
 #[derive(Clone)]
 pub struct HttpEndpointsLayer {
     pub server: Server,
+    /// False on `--listen-metrics-urls`, which serve these endpoints only (no gRPC).
+    pub grpc: bool,
 }
 
 impl<S> tower::Layer<S> for HttpEndpointsLayer {
     type Service = HttpEndpoints<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpEndpoints { inner, server: self.server.clone() }
+        HttpEndpoints { inner, server: self.server.clone(), grpc: self.grpc }
     }
 }
 
@@ -32,6 +34,7 @@ impl<S> tower::Layer<S> for HttpEndpointsLayer {
 pub struct HttpEndpoints<S> {
     inner: S,
     server: Server,
+    grpc: bool,
 }
 
 impl<S, B> tower::Service<Request<B>> for HttpEndpoints<S>
@@ -52,6 +55,9 @@ where
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc && !self.grpc {
+            return Box::pin(async { Ok(text(StatusCode::NOT_FOUND, "404 page not found\n")) });
+        }
         if grpc {
             let labels = super::grpc_metrics::started(request.uri().path());
             if let Some(refused) = super::require_leader::refusal(&self.server, &request) {

@@ -64,7 +64,7 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(status_layer::EtcdStatusLayer)
-        .layer(http_endpoints::HttpEndpointsLayer { server: server.clone() })
+        .layer(http_endpoints::HttpEndpointsLayer { server: server.clone(), grpc: true })
         .add_service(kv)
         .add_service(
             WatchServer::new(watch::WatchService {
@@ -84,6 +84,16 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
         .add_service(AuthServer::new(unbuilt::Unbuilt))
         .add_service(ElectionServer::new(election::ElectionService { recipes: recipes.clone() }))
         .add_service(LockServer::new(election::LockService { recipes }))
+        .add_service(health_service)
+}
+
+/// What `--listen-metrics-urls` serve: `/metrics` and the health probes, no gRPC.
+pub fn metrics_router(server: Server) -> ClientRouter {
+    let (_, health_service) = tonic_health::server::health_reporter();
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(status_layer::EtcdStatusLayer)
+        .layer(http_endpoints::HttpEndpointsLayer { server, grpc: false })
         .add_service(health_service)
 }
 

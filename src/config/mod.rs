@@ -54,7 +54,7 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("enable-v2", Bool, false),
     flag("enable-pprof", Bool, false),
     flag("metrics", Value, false),
-    flag("listen-metrics-urls", Value, false),
+    flag("listen-metrics-urls", Value, true),
     flag("listen-client-http-urls", Value, false),
     flag("auto-compaction-mode", Value, false),
     flag("auto-compaction-retention", Value, false),
@@ -105,6 +105,8 @@ pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
     pub listen_client_urls: Vec<Url>,
+    /// Extra URLs serving only `/metrics` and the health probes (none by default).
+    pub listen_metrics_urls: Vec<Url>,
     pub advertise_client_urls: Vec<Url>,
     pub listen_peer_urls: Vec<Url>,
     pub initial_advertise_peer_urls: Vec<Url>,
@@ -248,6 +250,10 @@ impl Config {
             name,
             data_dir,
             listen_client_urls,
+            listen_metrics_urls: match get("listen-metrics-urls") {
+                Some(text) if !text.is_empty() => parse_urls("listen-metrics-urls", text)?,
+                _ => Vec::new(),
+            },
             advertise_client_urls,
             listen_peer_urls,
             initial_advertise_peer_urls,

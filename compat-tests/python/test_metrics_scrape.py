@@ -1,0 +1,62 @@
+"""/metrics as Prometheus reads it: both servers' scrapes parsed by prometheus_client's own
+text parser, the families dashboards and alerts use present with etcd's types on both, and
+rsetcd's values following what the client did."""
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+FAMILIES = [
+    "etcd_server_has_leader", "etcd_server_is_leader", "etcd_server_leader_changes_seen",
+    "etcd_server_proposals_committed_total", "etcd_server_proposals_applied_total",
+    "etcd_server_proposals_pending", "etcd_server_proposals_failed",
+    "etcd_mvcc_db_total_size_in_bytes", "etcd_mvcc_db_total_size_in_use_in_bytes",
+    "etcd_debugging_mvcc_keys_total", "etcd_disk_wal_fsync_duration_seconds",
+    "etcd_disk_backend_commit_duration_seconds", "grpc_server_started",
+    "grpc_server_handled", "etcd_server_version", "etcd_server_quota_backend_bytes",
+]
+
+
+def scrape(target):
+    with urllib.request.urlopen(f"{target.client_url}/metrics", timeout=10) as r:
+        assert r.status == 200
+        return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+
+
+def test_families_and_types_match_etcd(both):
+    families = {}
+    for label, target in both.items():
+        target.client().put("/metrics/k", "v")
+        families[label] = scrape(target)
+    for name in FAMILIES:
+        kinds = {label: (f[name].type if name in f else None) for label, f in families.items()}
+        assert kinds["etcd"] is not None, f"{name} missing from etcd's scrape"
+        assert kinds["rsetcd"] == kinds["etcd"], f"{name}: {kinds}"
+
+
+def test_values_follow_the_client(both):
+    target = both["rsetcd"]
+    cli = target.client()
+    before = scrape(target)
+    for i in range(5):
+        cli.put(f"/metrics/v{i}", "x")
+    cli.get("/metrics/v0")
+    after = scrape(target)
+
+    def value(families, name, **labels):
+        for sample in families[name].samples:
+            if all(sample.labels.get(k) == v for k, v in labels.items()) \
+                    and not sample.name.endswith(("_created", "_bucket")):
+                return sample.value
+        return 0.0
+
+    assert value(after, "etcd_server_has_leader") == 1
+    put = {"grpc_service": "etcdserverpb.KV", "grpc_method": "Put", "grpc_code": "OK"}
+    assert value(after, "grpc_server_handled", **put) - value(before, "grpc_server_handled", **put) == 5
+    applied = "etcd_server_proposals_applied_total"
+    assert value(after, applied) - value(before, applied) >= 5
+    assert value(after, "etcd_debugging_mvcc_keys_total") >= 5
+    histogram = after["etcd_disk_backend_commit_duration_seconds"]
+    buckets = [s for s in histogram.samples if s.name.endswith("_bucket")]
+    # etcd's buckets: 1 ms doubling 14 times, plus +Inf.
+    assert [s.labels["le"] for s in buckets][:2] == ["0.001", "0.002"] and len(buckets) == 15
