@@ -1,8 +1,8 @@
 //! Plain HTTP on the client port, beside gRPC as etcd serves it: `/version`, `/health`,
 //! `/livez` and `/readyz` (with `/livez/<check>`, `/readyz/<check>`), answered with etcd's
 //! status codes, bodies and headers. A request is gRPC when its content-type says so;
-//! everything else comes here, `/metrics` included. gRPC requests pass through, after etcd's require-leader check. the JSON gateway (`/v3/...`) is not built yet and says so
-//! with 501.
+//! everything else comes here, `/metrics` included, and `/v3/...` goes to the JSON gateway
+//! (`gateway`). gRPC requests pass through, after etcd's require-leader check.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,12 +21,19 @@ pub struct HttpEndpointsLayer {
     pub server: Server,
     /// False on `--listen-metrics-urls`, which serve these endpoints only (no gRPC).
     pub grpc: bool,
+    /// The JSON gateway (`/v3/...`), on the client URLs only.
+    pub gateway: Option<super::gateway::Gateway>,
 }
 
 impl<S> tower::Layer<S> for HttpEndpointsLayer {
     type Service = HttpEndpoints<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        HttpEndpoints { inner, server: self.server.clone(), grpc: self.grpc }
+        HttpEndpoints {
+            inner,
+            server: self.server.clone(),
+            grpc: self.grpc,
+            gateway: self.gateway.clone(),
+        }
     }
 }
 
@@ -35,12 +42,16 @@ pub struct HttpEndpoints<S> {
     inner: S,
     server: Server,
     grpc: bool,
+    gateway: Option<super::gateway::Gateway>,
 }
 
 impl<S, B> tower::Service<Request<B>> for HttpEndpoints<S>
 where
     S: tower::Service<Request<B>, Response = Response<Body>>,
     S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -68,6 +79,13 @@ where
                 async move { Ok(super::grpc_metrics::handled(answer.await?, labels)) },
             );
         }
+        let path = request.uri().path();
+        if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
+            if let Some(gateway) = self.gateway.clone() {
+                let limit = self.server.limits().max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+                return Box::pin(async move { Ok(gateway_call(gateway, request, limit).await) });
+            }
+        }
         let server = self.server.clone();
         let method = request.method().clone();
         let uri = request.uri().clone();
@@ -85,7 +103,6 @@ async fn respond(server: &Server, method: &Method, path: &str, query: &Query) ->
         "/livez" => Route::Probe(Probe::Livez),
         "/readyz" => Route::Probe(Probe::Readyz),
         "/metrics" => Route::Metrics,
-        p if p.starts_with("/v3/") || p.starts_with("/v3beta/") => return gateway_not_built(),
         p => match single_check(p) {
             Some(check) => Route::Check(check),
             None => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
@@ -219,11 +236,33 @@ async fn run_probe(server: &Server, probe: Probe, query: &Query) -> Response<Bod
     text(StatusCode::OK, "ok\n")
 }
 
-fn gateway_not_built() -> Response<Body> {
-    // gRPC's Unimplemented code, in the gateway's error shape.
-    let body =
-        r#"{"code":12,"message":"rsetcd: the JSON gateway (/v3/...) is not implemented yet"}"#;
-    let mut response = respond_with(StatusCode::NOT_IMPLEMENTED, body.to_string());
+/// A gateway request: grpc-gateway routes take POST with a JSON body.
+async fn gateway_call<B>(
+    gateway: super::gateway::Gateway,
+    request: Request<B>,
+    limit: usize,
+) -> Response<Body>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let path = request.uri().path().to_string();
+    // grpc-gateway's answers for a wrong method and an unknown route.
+    let (status, body) = if request.method() != Method::POST {
+        (StatusCode::NOT_IMPLEMENTED, r#"{"code":12,"message":"Method Not Allowed"}"#.to_string())
+    } else {
+        match http_body_util::Limited::new(request.into_body(), limit).collect().await {
+            Err(err) => super::gateway::error(tonic::Status::invalid_argument(format!(
+                "reading the body: {err}"
+            ))),
+            Ok(collected) => match gateway.answer(&path, &collected.to_bytes()).await {
+                Some(answer) => answer,
+                None => (StatusCode::NOT_FOUND, r#"{"code":5,"message":"Not Found"}"#.to_string()),
+            },
+        }
+    };
+    let mut response = respond_with(status, body);
     set(&mut response, CONTENT_TYPE, "application/json");
     response
 }

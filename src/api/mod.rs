@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod election;
+pub mod gateway;
 pub mod grpc_metrics;
 pub mod http_endpoints;
 pub mod kv;
@@ -64,7 +65,11 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(status_layer::EtcdStatusLayer)
-        .layer(http_endpoints::HttpEndpointsLayer { server: server.clone(), grpc: true })
+        .layer(http_endpoints::HttpEndpointsLayer {
+            server: server.clone(),
+            grpc: true,
+            gateway: Some(gateway::Gateway::new(server.clone(), recipes.clone())),
+        })
         .add_service(kv)
         .add_service(
             WatchServer::new(watch::WatchService {
@@ -93,7 +98,7 @@ pub fn metrics_router(server: Server) -> ClientRouter {
     tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(status_layer::EtcdStatusLayer)
-        .layer(http_endpoints::HttpEndpointsLayer { server, grpc: false })
+        .layer(http_endpoints::HttpEndpointsLayer { server, grpc: false, gateway: None })
         .add_service(health_service)
 }
 

@@ -1,0 +1,280 @@
+//! etcd's JSON gateway on the client port (`/v3/...`, grpc-gateway): a POST with a JSON
+//! body is the request message in protobuf's JSON mapping (field names as in the proto or in
+//! lowerCamelCase, bytes in base64, 64-bit integers as strings or numbers); the answer is the
+//! response message the same way (proto field names, default values left out, 64-bit
+//! integers as strings), or `{"code": <gRPC code>, "message": ...}` with the HTTP status
+//! grpc-gateway maps the code to. Each route calls the same service handler as gRPC does.
+//! Streaming methods (watch, lease keep-alive, snapshot, observe) are not served yet.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use http::StatusCode;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use tonic::{Code, Request, Status};
+
+use super::cluster::ClusterService;
+use super::election::{ElectionService, LockService};
+use super::kv::KvService;
+use super::lease::LeaseService;
+use super::maintenance::MaintenanceService;
+use crate::pb::etcdserverpb::cluster_server::Cluster;
+use crate::pb::etcdserverpb::kv_server::Kv;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::v3electionpb::election_server::Election;
+use crate::pb::v3lockpb::lock_server::Lock;
+use crate::recipes::Recipes;
+use crate::server::Server;
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(crate::pb::FILE_DESCRIPTOR_SET).expect("compiled descriptors")
+    })
+}
+
+/// The services the gateway calls, as the gRPC server does.
+#[derive(Clone)]
+pub struct Gateway {
+    server: Server,
+    recipes: Recipes,
+}
+
+impl Gateway {
+    pub fn new(server: Server, recipes: Recipes) -> Self {
+        Self { server, recipes }
+    }
+
+    /// Answers `path` (under `/v3/` or `/v3beta/`) with an HTTP status and a JSON body, or
+    /// `None` when no route has that path.
+    pub async fn answer(&self, path: &str, body: &[u8]) -> Option<(StatusCode, String)> {
+        let route = path.strip_prefix("/v3/").or_else(|| path.strip_prefix("/v3beta/"))?;
+        let kv = KvService { server: self.server.clone() };
+        let lease = LeaseService { server: self.server.clone() };
+        let cluster = ClusterService { server: self.server.clone() };
+        let maintenance = MaintenanceService { server: self.server.clone() };
+        let election = ElectionService { recipes: self.recipes.clone() };
+        let lock = LockService { recipes: self.recipes.clone() };
+        macro_rules! call {
+            ($service:expr, $method:ident, $req:literal, $resp:literal) => {
+                unary(body, $req, $resp, |r| async move { $service.$method(r).await }).await
+            };
+        }
+        Some(match route {
+            "kv/range" => {
+                call!(kv, range, "etcdserverpb.RangeRequest", "etcdserverpb.RangeResponse")
+            }
+            "kv/put" => call!(kv, put, "etcdserverpb.PutRequest", "etcdserverpb.PutResponse"),
+            "kv/deleterange" => call!(
+                kv,
+                delete_range,
+                "etcdserverpb.DeleteRangeRequest",
+                "etcdserverpb.DeleteRangeResponse"
+            ),
+            "kv/txn" => call!(kv, txn, "etcdserverpb.TxnRequest", "etcdserverpb.TxnResponse"),
+            "kv/compaction" => call!(
+                kv,
+                compact,
+                "etcdserverpb.CompactionRequest",
+                "etcdserverpb.CompactionResponse"
+            ),
+            "lease/grant" => call!(
+                lease,
+                lease_grant,
+                "etcdserverpb.LeaseGrantRequest",
+                "etcdserverpb.LeaseGrantResponse"
+            ),
+            "lease/revoke" | "kv/lease/revoke" => call!(
+                lease,
+                lease_revoke,
+                "etcdserverpb.LeaseRevokeRequest",
+                "etcdserverpb.LeaseRevokeResponse"
+            ),
+            "lease/timetolive" | "kv/lease/timetolive" => call!(
+                lease,
+                lease_time_to_live,
+                "etcdserverpb.LeaseTimeToLiveRequest",
+                "etcdserverpb.LeaseTimeToLiveResponse"
+            ),
+            "lease/leases" | "kv/lease/leases" => call!(
+                lease,
+                lease_leases,
+                "etcdserverpb.LeaseLeasesRequest",
+                "etcdserverpb.LeaseLeasesResponse"
+            ),
+            "cluster/member/add" => call!(
+                cluster,
+                member_add,
+                "etcdserverpb.MemberAddRequest",
+                "etcdserverpb.MemberAddResponse"
+            ),
+            "cluster/member/remove" => call!(
+                cluster,
+                member_remove,
+                "etcdserverpb.MemberRemoveRequest",
+                "etcdserverpb.MemberRemoveResponse"
+            ),
+            "cluster/member/update" => call!(
+                cluster,
+                member_update,
+                "etcdserverpb.MemberUpdateRequest",
+                "etcdserverpb.MemberUpdateResponse"
+            ),
+            "cluster/member/list" => call!(
+                cluster,
+                member_list,
+                "etcdserverpb.MemberListRequest",
+                "etcdserverpb.MemberListResponse"
+            ),
+            "cluster/member/promote" => call!(
+                cluster,
+                member_promote,
+                "etcdserverpb.MemberPromoteRequest",
+                "etcdserverpb.MemberPromoteResponse"
+            ),
+            "maintenance/alarm" => {
+                call!(maintenance, alarm, "etcdserverpb.AlarmRequest", "etcdserverpb.AlarmResponse")
+            }
+            "maintenance/status" => call!(
+                maintenance,
+                status,
+                "etcdserverpb.StatusRequest",
+                "etcdserverpb.StatusResponse"
+            ),
+            "maintenance/defragment" => call!(
+                maintenance,
+                defragment,
+                "etcdserverpb.DefragmentRequest",
+                "etcdserverpb.DefragmentResponse"
+            ),
+            "maintenance/hash" => {
+                call!(maintenance, hash, "etcdserverpb.HashRequest", "etcdserverpb.HashResponse")
+            }
+            "maintenance/hashkv" => call!(
+                maintenance,
+                hash_kv,
+                "etcdserverpb.HashKVRequest",
+                "etcdserverpb.HashKVResponse"
+            ),
+            "maintenance/transfer-leadership" => call!(
+                maintenance,
+                move_leader,
+                "etcdserverpb.MoveLeaderRequest",
+                "etcdserverpb.MoveLeaderResponse"
+            ),
+            "maintenance/downgrade" => call!(
+                maintenance,
+                downgrade,
+                "etcdserverpb.DowngradeRequest",
+                "etcdserverpb.DowngradeResponse"
+            ),
+            "election/campaign" => call!(
+                election,
+                campaign,
+                "v3electionpb.CampaignRequest",
+                "v3electionpb.CampaignResponse"
+            ),
+            "election/proclaim" => call!(
+                election,
+                proclaim,
+                "v3electionpb.ProclaimRequest",
+                "v3electionpb.ProclaimResponse"
+            ),
+            "election/leader" => {
+                call!(election, leader, "v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse")
+            }
+            "election/resign" => {
+                call!(election, resign, "v3electionpb.ResignRequest", "v3electionpb.ResignResponse")
+            }
+            "lock/lock" => call!(lock, lock, "v3lockpb.LockRequest", "v3lockpb.LockResponse"),
+            "lock/unlock" => {
+                call!(lock, unlock, "v3lockpb.UnlockRequest", "v3lockpb.UnlockResponse")
+            }
+            "watch" | "lease/keepalive" | "maintenance/snapshot" | "election/observe" => {
+                error(Status::unimplemented(format!(
+                    "rsetcd: the gateway's streaming route /v3/{route} is not implemented yet"
+                )))
+            }
+            r if r.starts_with("auth/") => error(Status::unimplemented(format!(
+                "rsetcd: /v3/{r}: authentication is not implemented yet"
+            ))),
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes the JSON request, calls the handler and encodes its answer.
+async fn unary<Req, Resp, F, Fut>(
+    body: &[u8],
+    request_type: &str,
+    response_type: &str,
+    call: F,
+) -> (StatusCode, String)
+where
+    Req: prost::Message + Default,
+    Resp: prost::Message,
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let request = match decode::<Req>(body, request_type) {
+        Ok(request) => request,
+        Err(status) => return error(status),
+    };
+    match call(Request::new(request)).await {
+        Ok(response) => (StatusCode::OK, encode(&response.into_inner(), response_type)),
+        Err(status) => error(status),
+    }
+}
+
+fn decode<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<T, Status> {
+    let descriptor = pool()
+        .get_message_by_name(type_name)
+        .unwrap_or_else(|| panic!("no descriptor for {type_name}"));
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let message = DynamicMessage::deserialize(descriptor, &mut deserializer)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    T::decode(prost::Message::encode_to_vec(&message).as_slice())
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn encode<T: prost::Message>(message: &T, type_name: &str) -> String {
+    let descriptor = pool()
+        .get_message_by_name(type_name)
+        .unwrap_or_else(|| panic!("no descriptor for {type_name}"));
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .expect("a message decodes as its own type");
+    let options =
+        SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(true);
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    dynamic.serialize_with_options(&mut serializer, &options).expect("JSON encodes");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// grpc-gateway's error answer for a gRPC status.
+pub fn error(status: Status) -> (StatusCode, String) {
+    let body = serde_json::json!({ "code": status.code() as i32, "message": status.message() });
+    (http_status(status.code()), body.to_string())
+}
+
+/// grpc-gateway's `HTTPStatusFromCode`.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("valid status"),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
