@@ -4,13 +4,23 @@
 //! response message the same way (proto field names, default values left out, 64-bit
 //! integers as strings), or `{"code": <gRPC code>, "message": ...}` with the HTTP status
 //! grpc-gateway maps the code to. Each route calls the same service handler as gRPC does.
-//! Streaming methods (watch, lease keep-alive, snapshot, observe) are not served yet.
+//! The streaming routes `/v3/watch` and `/v3/lease/keepalive` read the body as a sequence of
+//! request objects and answer one `{"result": ...}` line per response, as grpc-gateway
+//! streams; a watch lasts until the client goes away. Snapshot and observe are not served.
 
 use std::future::Future;
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http::StatusCode;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::body::Body;
 use tonic::{Code, Request, Status};
 
 use super::cluster::ClusterService;
@@ -22,6 +32,8 @@ use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::etcdserverpb::watch_request::RequestUnion;
+use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3lockpb::lock_server::Lock;
 use crate::recipes::Recipes;
@@ -39,17 +51,100 @@ fn pool() -> &'static DescriptorPool {
 pub struct Gateway {
     server: Server,
     recipes: Recipes,
+    progress_interval: std::time::Duration,
+}
+
+/// A gateway answer: one JSON document, or a stream of `{"result": ...}` lines.
+pub enum Answer {
+    Json(StatusCode, String),
+    Stream(Body),
 }
 
 impl Gateway {
-    pub fn new(server: Server, recipes: Recipes) -> Self {
-        Self { server, recipes }
+    pub fn new(server: Server, recipes: Recipes, progress_interval: std::time::Duration) -> Self {
+        Self { server, recipes, progress_interval }
     }
 
-    /// Answers `path` (under `/v3/` or `/v3beta/`) with an HTTP status and a JSON body, or
-    /// `None` when no route has that path.
-    pub async fn answer(&self, path: &str, body: &[u8]) -> Option<(StatusCode, String)> {
+    /// Answers `path` (under `/v3/` or `/v3beta/`), or `None` when no route has that path.
+    pub async fn answer(&self, path: &str, body: &[u8]) -> Option<Answer> {
         let route = path.strip_prefix("/v3/").or_else(|| path.strip_prefix("/v3beta/"))?;
+        match route {
+            "watch" => return Some(self.watch(body).await),
+            "lease/keepalive" => return Some(self.keep_alive(body).await),
+            _ => {}
+        }
+        let (status, json) = self.unary_route(route, body).await?;
+        Some(Answer::Json(status, json))
+    }
+
+    /// `/v3/watch`: the requests in the body open (or cancel) watchers on one watch stream,
+    /// whose responses are streamed back until the client goes away.
+    async fn watch(&self, body: &[u8]) -> Answer {
+        let requests = match decode_all::<WatchRequest>(body, "etcdserverpb.WatchRequest") {
+            Ok(requests) => requests,
+            Err(status) => return json_error(status),
+        };
+        let (stream, responses) = self.recipes.hub.open_stream();
+        let stream = Arc::new(stream);
+        for request in requests {
+            match request.request_union {
+                Some(RequestUnion::CreateRequest(create)) => stream.create(create).await,
+                Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
+                Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
+                None => {}
+            }
+        }
+        // Progress notifications for as long as the stream lives.
+        let weak = Arc::downgrade(&stream);
+        let interval = self.progress_interval;
+        tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                ticks.tick().await;
+                match weak.upgrade() {
+                    Some(stream) => stream.progress_tick(),
+                    None => return,
+                }
+            }
+        });
+        let server = self.server.clone();
+        let lines = ReceiverStream::new(responses).map(move |mut response| {
+            // The stream's watchers end when the client drops the response body.
+            let _keep = &stream;
+            let revision = response.header.as_ref().map_or(0, |h| h.revision);
+            response.header = Some(server.header(revision));
+            Ok::<_, Status>(Frame::data(result_line(&response, "etcdserverpb.WatchResponse")))
+        });
+        Answer::Stream(Body::new(StreamBody::new(lines)))
+    }
+
+    /// `/v3/lease/keepalive`: one answer line per keep-alive request in the body.
+    async fn keep_alive(&self, body: &[u8]) -> Answer {
+        let requests =
+            match decode_all::<LeaseKeepAliveRequest>(body, "etcdserverpb.LeaseKeepAliveRequest") {
+                Ok(requests) => requests,
+                Err(status) => return json_error(status),
+            };
+        let mut out = Vec::new();
+        for request in requests {
+            match self.server.lease_keep_alive(request.id).await {
+                Ok(response) => {
+                    out.extend(result_line(&response, "etcdserverpb.LeaseKeepAliveResponse"))
+                }
+                Err(err) => {
+                    let status = super::status::to_status(err);
+                    let line = serde_json::json!({ "error": {
+                        "code": status.code() as i32, "message": status.message() } });
+                    out.extend(format!("{line}\n").into_bytes());
+                }
+            }
+        }
+        let frames = tokio_stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(out)))]);
+        Answer::Stream(Body::new(StreamBody::new(frames)))
+    }
+
+    async fn unary_route(&self, route: &str, body: &[u8]) -> Option<(StatusCode, String)> {
         let kv = KvService { server: self.server.clone() };
         let lease = LeaseService { server: self.server.clone() };
         let cluster = ClusterService { server: self.server.clone() };
@@ -191,11 +286,9 @@ impl Gateway {
             "lock/unlock" => {
                 call!(lock, unlock, "v3lockpb.UnlockRequest", "v3lockpb.UnlockResponse")
             }
-            "watch" | "lease/keepalive" | "maintenance/snapshot" | "election/observe" => {
-                error(Status::unimplemented(format!(
-                    "rsetcd: the gateway's streaming route /v3/{route} is not implemented yet"
-                )))
-            }
+            "maintenance/snapshot" | "election/observe" => error(Status::unimplemented(format!(
+                "rsetcd: the gateway's streaming route /v3/{route} is not implemented yet"
+            ))),
             r if r.starts_with("auth/") => error(Status::unimplemented(format!(
                 "rsetcd: /v3/{r}: authentication is not implemented yet"
             ))),
@@ -225,6 +318,27 @@ where
         Ok(response) => (StatusCode::OK, encode(&response.into_inner(), response_type)),
         Err(status) => error(status),
     }
+}
+
+/// A streaming route's body: request objects one after another.
+fn decode_all<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<Vec<T>, Status> {
+    let values = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
+    values
+        .map(|value| {
+            let value = value.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            decode(value.to_string().as_bytes(), type_name)
+        })
+        .collect()
+}
+
+/// One message of a streamed answer, as grpc-gateway writes it.
+fn result_line<T: prost::Message>(message: &T, type_name: &str) -> Bytes {
+    Bytes::from(format!("{{\"result\":{}}}\n", encode(message, type_name)))
+}
+
+fn json_error(status: Status) -> Answer {
+    let (code, body) = error(status);
+    Answer::Json(code, body)
 }
 
 fn decode<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<T, Status> {

@@ -257,7 +257,13 @@ where
                 "reading the body: {err}"
             ))),
             Ok(collected) => match gateway.answer(&path, &collected.to_bytes()).await {
-                Some(answer) => answer,
+                Some(super::gateway::Answer::Json(status, body)) => (status, body),
+                Some(super::gateway::Answer::Stream(body)) => {
+                    let mut response = respond_with(StatusCode::OK, String::new());
+                    *response.body_mut() = body;
+                    set(&mut response, CONTENT_TYPE, "application/json");
+                    return response;
+                }
                 None => (StatusCode::NOT_FOUND, r#"{"code":5,"message":"Not Found"}"#.to_string()),
             },
         }

@@ -68,7 +68,11 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
         .layer(http_endpoints::HttpEndpointsLayer {
             server: server.clone(),
             grpc: true,
-            gateway: Some(gateway::Gateway::new(server.clone(), recipes.clone())),
+            gateway: Some(gateway::Gateway::new(
+                server.clone(),
+                recipes.clone(),
+                settings.watch_progress_interval,
+            )),
         })
         .add_service(kv)
         .add_service(
