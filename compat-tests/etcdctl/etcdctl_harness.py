@@ -681,7 +681,9 @@ def _id_pattern(value: int, forms: set) -> re.Pattern:
                     + r")\b"]
     padded = format(value, "16x")
     if padded.startswith(" "):
-        alternatives.insert(0, re.escape(padded) + r"\b")
+        # Only where the padding follows a literal space ("cluster %16x"): a short id
+        # printed plainly after one space (`-w fields --hex`) keeps that space.
+        alternatives.insert(0, r"(?<= )" + re.escape(padded) + r"\b")
     return re.compile("|".join(alternatives))
 
 

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ import (
 // against a default etcd by design.
 func TestLeaseRestart(t *testing.T) {
 	bin := etcdproc.BinFromEnv(t)
+	if filepath.Base(bin) == "etcd" {
+		t.Skip("rsetcd keeps remaining lease time across a restart; a default etcd 3.6 restores full TTLs (see above)")
+	}
 	t.Parallel()
 	srv := startServer(t, "rsetcd", bin)
 	ctx, cancel := ctxTimeout(2 * time.Minute)

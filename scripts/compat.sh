@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Runs every compatibility suite and prints one table: suite, then passed / failed / skipped
+# against rsetcd and against the reference etcd 3.6.16 (which proves the tests right).
+#
+# - Go (compat-tests/go): each package runs twice, RSETCD_BIN=rsetcd then RSETCD_BIN=etcd.
+# - Python clients (compat-tests/python: etcd3, etcd3gw, /metrics parsing): one run; each
+#   test is parametrized per server, so its id says which server it ran against.
+# - Java (compat-tests/java, jetcd): one run; each test is parametrized per server.
+# - Differential suites (compat-tests/http, compat-tests/etcdctl): one run; each test compares
+#   the two servers, so its result counts for rsetcd, with etcd as the oracle ("n/a").
+#
+# Usage: scripts/compat.sh     (after a debug build; JAVA=0 skips the Java suite)
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+RSETCD="$ROOT/target/debug/rsetcd"
+ETCD="$ROOT/.cache/reference/bin/etcd"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+[ -x "$RSETCD" ] || cargo build --bin rsetcd >&2
+[ -x "$ETCD" ] || scripts/build-reference.sh >&2
+GO="$(command -v go || echo /usr/local/go/bin/go)"
+
+rows=()
+row() { rows+=("$(printf '%-34s %6s %6s %6s   %6s %6s %6s' "$@")"); }
+
+# go test -json: count test-level results (subtests included), not package lines.
+go_counts() {
+    python3 - "$1" <<'PY'
+import json, sys
+c = {"pass": 0, "fail": 0, "skip": 0}
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("Test") and e.get("Action") in c:
+        c[e["Action"]] += 1
+print(c["pass"], c["fail"], c["skip"])
+PY
+}
+
+# pytest junit XML: counts per server label found in the test id ("[etcd]", "[rsetcd]"),
+# or all under rsetcd when ids name no server.
+pytest_counts() {
+    python3 - "$1" "$2" <<'PY'
+import sys, xml.etree.ElementTree as ET
+want = sys.argv[2]
+c = {"pass": 0, "fail": 0, "skip": 0}
+for case in ET.parse(sys.argv[1]).iter("testcase"):
+    name = case.get("name", "")
+    label = "etcd" if "[etcd" in name or "-etcd]" in name else \
+            "rsetcd" if "rsetcd" in name else "rsetcd"
+    if label != want:
+        continue
+    if case.find("failure") is not None or case.find("error") is not None:
+        c["fail"] += 1
+    elif case.find("skipped") is not None:
+        c["skip"] += 1
+    else:
+        c["pass"] += 1
+print(c["pass"], c["fail"], c["skip"])
+PY
+}
+
+for pkg in $(cd compat-tests/go && "$GO" list ./... | grep -v /internal/); do
+    name="go ${pkg#rsetcd/compat-tests/}"
+    (cd compat-tests/go && RSETCD_BIN="$RSETCD" "$GO" test -count=1 -json "$pkg" >"$OUT/r.json" 2>&1)
+    (cd compat-tests/go && RSETCD_BIN="$ETCD" "$GO" test -count=1 -json "$pkg" >"$OUT/e.json" 2>&1)
+    row "$name" $(go_counts "$OUT/r.json") $(go_counts "$OUT/e.json")
+done
+
+export RSETCD_BIN="$RSETCD"
+for suite in http etcdctl; do
+    python3 -m pytest -q -p no:cacheprovider "compat-tests/$suite" --junitxml="$OUT/$suite.xml" >/dev/null 2>&1
+    row "differential $suite" $(pytest_counts "$OUT/$suite.xml" rsetcd) n/a n/a n/a
+done
+
+PY="$(compat-tests/python/setup.sh | tail -1)"
+"$PY" -m pytest -q -p no:cacheprovider compat-tests/python --junitxml="$OUT/python.xml" >/dev/null 2>&1
+row "python clients (etcd3, etcd3gw)" $(pytest_counts "$OUT/python.xml" rsetcd) $(pytest_counts "$OUT/python.xml" etcd)
+
+if [ "${JAVA:-1}" = 1 ] && [ -x compat-tests/java/run.sh ]; then
+    compat-tests/java/run.sh >"$OUT/java.log" 2>&1
+    python3 - "$OUT" <<'PY' >"$OUT/java.counts"
+import glob, sys, xml.etree.ElementTree as ET
+c = {l: {"pass": 0, "fail": 0, "skip": 0} for l in ("rsetcd", "etcd")}
+for f in glob.glob("compat-tests/java/target/surefire-reports/TEST-*.xml"):
+    for case in ET.parse(f).iter("testcase"):
+        name = case.get("name", "")
+        label = "rsetcd" if "rsetcd" in name else "etcd"
+        kind = "fail" if case.find("failure") is not None or case.find("error") is not None \
+            else "skip" if case.find("skipped") is not None else "pass"
+        c[label][kind] += 1
+print(*(c["rsetcd"][k] for k in ("pass", "fail", "skip")), *(c["etcd"][k] for k in ("pass", "fail", "skip")))
+PY
+    row "java (jetcd)" $(cat "$OUT/java.counts")
+fi
+
+printf '%-34s %6s %6s %6s   %6s %6s %6s\n' "" rsetcd "" "" etcd "" ""
+printf '%-34s %6s %6s %6s   %6s %6s %6s\n' suite passed failed skipped passed failed skipped
+printf '%s\n' "${rows[@]}"
