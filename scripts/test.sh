@@ -29,6 +29,9 @@ step "HTTP endpoints and etcdctl differential suites: rsetcd against reference e
 python3 -m pytest -q compat-tests/http
 python3 -m pytest -q compat-tests/etcdctl
 
+step "Java jetcd client against rsetcd and the reference etcd"
+compat-tests/java/run.sh
+
 step "Python etcd3 client (gRPC) against rsetcd and the reference etcd"
 PYVENV="$(compat-tests/python/setup.sh | tail -1)"
 "$PYVENV" -m pytest -q compat-tests/python

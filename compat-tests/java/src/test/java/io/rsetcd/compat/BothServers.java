@@ -8,7 +8,8 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * A test run once per server kind, shown as {@code [etcd]} and {@code [rsetcd]}: the method
+ * A test run once per server kind, shown as {@code [etcd]} and {@code [rsetcd]} (the Surefire
+ * XML reports name it {@code method(ServerKind) [etcd]}): the method
  * takes a {@link ServerKind} and makes the same assertions on both.
  */
 @Target(ElementType.METHOD)

@@ -1,18 +1,22 @@
 package io.rsetcd.compat;
 
-import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import io.etcd.jetcd.Client;
 import io.etcd.jetcd.ByteSequence;
 import io.etcd.jetcd.common.exception.EtcdException;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.extension.ExtendWith;
 
-/** Base of the test classes: helpers, and closing each test's clients after it. */
+/** Base of the test classes: helpers, closing each test's clients after it, and {@link ResultLog}. */
+@ExtendWith(ResultLog.class)
 public abstract class CompatTest {
     /** Bound on every unary call and on each wait for an event. */
     public static final long TIMEOUT_SECONDS = 10;
@@ -53,7 +57,7 @@ public abstract class CompatTest {
     protected static Throwable failure(CompletableFuture<?> f) {
         try {
             Object r = f.get(TIMEOUT_SECONDS, TimeUnit.SECONDS);
-            return fail("expected the call to fail, it returned " + r);
+            return fail("expected the call to fail, it succeeded (" + (r == null ? "null" : r.getClass().getSimpleName()) + ")");
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new AssertionError("interrupted", e);
@@ -68,10 +72,34 @@ public abstract class CompatTest {
         }
     }
 
-    /** The EtcdException the future fails with. */
-    protected static EtcdException etcdFailure(CompletableFuture<?> f) {
+    /**
+     * A gRPC error as the client reports it. jetcd hands some failures over as its
+     * EtcdException and others (calls that go through its retry policy) as grpc-java's
+     * StatusRuntimeException: both carry the server's status code and message.
+     */
+    public record RpcError(Status.Code code, String message, Throwable raw) {
+        @Override
+        public String toString() {
+            return code + ": " + message;
+        }
+    }
+
+    /** The gRPC status the future fails with (failing the test if it fails otherwise). */
+    protected static RpcError rpcError(CompletableFuture<?> f) {
         Throwable t = failure(f);
-        return assertInstanceOf(EtcdException.class, t, () -> "expected an EtcdException, got " + t);
+        if (t instanceof EtcdException e) {
+            return new RpcError(Status.Code.valueOf(e.getErrorCode().name()), e.getMessage(), t);
+        }
+        if (t instanceof StatusRuntimeException e) {
+            return new RpcError(e.getStatus().getCode(), e.getStatus().getDescription(), t);
+        }
+        return fail("expected a gRPC error, got " + t, t);
+    }
+
+    /** Asserts that the future fails with this gRPC code and message. */
+    protected static void assertRpcError(CompletableFuture<?> f, Status.Code code, String message) {
+        RpcError e = rpcError(f);
+        assertEquals(code + ": " + message, e.toString(), "gRPC error");
     }
 
     /** True when the future has not completed after {@code ms} milliseconds. */
