@@ -15,7 +15,7 @@ PYTHON="${PYTHON:-python3}"
 want="$( (cat "$REQ"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
-        && "$VENV/bin/python" -c 'import etcd3, grpc, pytest' >/dev/null 2>&1; then
+        && "$VENV/bin/python" -c 'import etcd3, etcd3gw, grpc, pytest' >/dev/null 2>&1; then
     echo "$VENV/bin/python"
     exit 0
 fi
@@ -29,6 +29,6 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
-"$VENV/bin/python" -c 'import etcd3, grpc, pytest'
+"$VENV/bin/python" -c 'import etcd3, etcd3gw, grpc, pytest'
 echo "$want" > "$STAMP"
 echo "$VENV/bin/python"

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::Frame;
 use http_body_util::StreamBody;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::body::Body;
@@ -347,7 +347,9 @@ fn decode<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<T
         .unwrap_or_else(|| panic!("no descriptor for {type_name}"));
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
     let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let message = DynamicMessage::deserialize(descriptor, &mut deserializer)
+    // etcd's gateway discards unknown fields and enum names (protojson's DiscardUnknown).
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    let message = DynamicMessage::deserialize_with_options(descriptor, &mut deserializer, &options)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     T::decode(prost::Message::encode_to_vec(&message).as_slice())
         .map_err(|e| Status::invalid_argument(e.to_string()))

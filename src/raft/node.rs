@@ -478,6 +478,8 @@ impl<S: StateMachine> Node<S> {
             )?;
         }
         self.sink.send(ready.take_persisted_messages());
+        // Status must show the commit before any caller hears of it.
+        self.publish_status();
         self.answer(outputs);
         for state in ready.take_read_states() {
             let context =
@@ -506,6 +508,8 @@ impl<S: StateMachine> Node<S> {
             txn.commit_redoable()?;
             metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
             self.state_machine.committed();
+            // Status must show the commit before any caller hears of it.
+            self.publish_status();
             self.answer(outputs);
         }
         let applied = self.applied.min(self.raw.raft.raft_log.committed);
