@@ -9,6 +9,7 @@ package kvdiff
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ import (
 
 func TestUnbuiltRPCsSayUnimplemented(t *testing.T) {
 	bin := etcdproc.BinFromEnv(t)
+	if filepath.Base(bin) == "etcd" {
+		t.Skip("checks what rsetcd has not built yet; etcd serves these RPCs")
+	}
 	p := etcdproc.New(t, bin, memberName)
 	if err := p.Start(startTimeout); err != nil {
 		t.Fatal(err)
