@@ -361,6 +361,14 @@ impl Backend {
         std::fs::metadata(file.join("data.mdb")).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Bytes up to LMDB's highest page ever written: an upper bound of [`Self::size_in_use`]
+    /// read from the environment's meta data alone, cheap enough for every write.
+    pub fn high_water(&self) -> u64 {
+        let generation = self.generation();
+        let page = u64::from(generation.env.unnamed_database_stat().page_size);
+        (generation.env.info().last_page_number as u64 + 1) * page
+    }
+
     /// Bytes in pages that hold data (etcd's `dbSizeInUse`, which the quota limits): the pages
     /// of every table but the raft log, not the free pages LMDB keeps for reuse after
     /// compaction or deletes. The raft log is left out as etcd's WAL is outside its bbolt

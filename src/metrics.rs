@@ -4,6 +4,7 @@
 //! bytes, disk commit times, failed proposals); levels (leader, sizes, raft indexes, memory)
 //! are read when scraped, so they are never stale. Histograms use etcd's buckets.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 
@@ -144,18 +145,53 @@ pub fn grpc_type(service: &str, method: &str) -> &'static str {
     }
 }
 
-pub fn grpc_started(service: &str, method: &str) {
-    let kind = grpc_type(service, method);
-    counter!(GRPC_STARTED, "grpc_type" => kind, "grpc_service" => service.to_string(),
-        "grpc_method" => method.to_string())
-    .increment(1);
+/// The counters of one gRPC method, registered once: resolving labelled counters through the
+/// recorder on every call would cost every request a few allocations and a hash lookup.
+pub struct GrpcCounters {
+    service: String,
+    method: String,
+    started: metrics::Counter,
+    /// By gRPC code (0..=16), registered on first use.
+    handled: [OnceLock<metrics::Counter>; 17],
 }
 
-pub fn grpc_handled(service: &str, method: &str, code: tonic::Code) {
-    let kind = grpc_type(service, method);
-    counter!(GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => service.to_string(),
-        "grpc_method" => method.to_string(), "grpc_code" => code_name(code))
-    .increment(1);
+impl GrpcCounters {
+    pub fn handled(&self, code: tonic::Code) {
+        let slot = &self.handled[(code as usize).min(16)];
+        let counter = slot.get_or_init(|| {
+            let kind = grpc_type(&self.service, &self.method);
+            counter!(GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => self.service.clone(),
+                "grpc_method" => self.method.clone(), "grpc_code" => code_name(code))
+        });
+        counter.increment(1);
+    }
+}
+
+/// Counts a call of the gRPC method at `path` as started; `None` for a path that names none.
+pub fn grpc_started(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
+    type Registry = std::sync::RwLock<HashMap<String, std::sync::Arc<GrpcCounters>>>;
+    static METHODS: OnceLock<Registry> = OnceLock::new();
+    let methods = METHODS.get_or_init(Default::default);
+    let known = methods.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
+    let counters = match known {
+        Some(counters) => counters,
+        None => {
+            let (service, method) = grpc_labels(path)?;
+            let kind = grpc_type(&service, &method);
+            let started = counter!(GRPC_STARTED, "grpc_type" => kind,
+                "grpc_service" => service.clone(), "grpc_method" => method.clone());
+            let counters = std::sync::Arc::new(GrpcCounters {
+                service,
+                method,
+                started,
+                handled: Default::default(),
+            });
+            let mut methods = methods.write().unwrap_or_else(|p| p.into_inner());
+            methods.entry(path.to_string()).or_insert(counters).clone()
+        }
+    };
+    counters.started.increment(1);
+    Some(counters)
 }
 
 /// grpc-go's names of status codes, as grpc-prometheus labels them.

@@ -12,37 +12,37 @@ use http_body::Frame;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-use crate::metrics;
+use std::sync::Arc;
 
-/// Counts the call as started; returns its labels for [`handled`].
-pub fn started(path: &str) -> Option<(String, String)> {
-    let labels = metrics::grpc_labels(path)?;
-    metrics::grpc_started(&labels.0, &labels.1);
-    Some(labels)
+use crate::metrics::{self, GrpcCounters};
+
+/// Counts the call as started; returns its counters for [`handled`].
+pub fn started(path: &str) -> Option<Arc<GrpcCounters>> {
+    metrics::grpc_started(path)
 }
 
 /// Counts the call as handled once its status is known.
-pub fn handled(response: Response<Body>, labels: Option<(String, String)>) -> Response<Body> {
-    let Some((service, method)) = labels else {
+pub fn handled(response: Response<Body>, counters: Option<Arc<GrpcCounters>>) -> Response<Body> {
+    let Some(counters) = counters else {
         return response;
     };
     if let Some(status) = Status::from_header_map(response.headers()) {
-        metrics::grpc_handled(&service, &method, status.code());
+        counters.handled(status.code());
         return response;
     }
-    response.map(|body| Body::new(Counted { inner: body, labels: Some((service, method)) }))
+    response.map(|body| Body::new(Counted { inner: body, counters: Some(counters) }))
 }
 
 /// A response body that counts its call when the trailers (or the end) go by.
 struct Counted {
     inner: Body,
-    labels: Option<(String, String)>,
+    counters: Option<Arc<GrpcCounters>>,
 }
 
 impl Counted {
     fn count(&mut self, code: Code) {
-        if let Some((service, method)) = self.labels.take() {
-            metrics::grpc_handled(&service, &method, code);
+        if let Some(counters) = self.counters.take() {
+            counters.handled(code);
         }
     }
 }

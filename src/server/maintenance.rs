@@ -17,8 +17,13 @@ impl Server {
     /// this member raises NOSPACE (through raft, so every member refuses such writes) and
     /// the request fails.
     pub(super) async fn check_quota(&self, cost: usize) -> Result<()> {
+        let quota = self.inner.limits.quota_bytes;
+        // The exact count walks every table's statistics: only when the cheap bound is over.
+        if self.backend().high_water() + cost as u64 <= quota {
+            return Ok(());
+        }
         let in_use = self.backend().size_in_use();
-        if in_use + cost as u64 <= self.inner.limits.quota_bytes {
+        if in_use + cost as u64 <= quota {
             return Ok(());
         }
         let local = self.inner.cluster.local.id;
