@@ -43,7 +43,7 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #   EOF
 #   put big <@repeat:1700000:x          stdin = "x" repeated 1700000 times (no newline)
 #   put k <@hex:00ff                    stdin = these bytes (a value may hold NUL this way)
-#   lease grant 60 => L                 capture the first 16-hex-digit id printed on stdout
+#   lease grant 60 => L                 capture the first hex id (12-16 digits) printed on stdout
 #                                       as ${L}; later steps may use ${L}, and its hex and
 #                                       decimal forms are normalized to <L> in outputs
 #   repeat 20: put key${i:02d} v${i}    expands to 20 steps, i = 1..20 (Python format spec
@@ -563,8 +563,9 @@ def _run_steps(scenario: Scenario, server: Server, client: Client, background: d
         except subprocess.TimeoutExpired as e:
             code, out, err = "timeout", e.stdout or b"", e.stderr or b""
         if step.capture:
-            # an id printed as 16 hex digits (simple output) or as "ID":<decimal> (json)
-            m = re.search(rb"\b[0-9a-f]{16}\b", out)
+            # an id printed in hex (leases as %016x; member ids as %16x, so a member id with
+            # a leading zero digit has 15 digits after a space) or as "ID":<decimal> (json)
+            m = re.search(rb"\b[0-9a-f]{12,16}\b", out)
             if m:
                 vars_[step.capture] = m.group(0).decode()
             else:
