@@ -50,6 +50,7 @@ pub mod meta_key {
     pub const LEASE_CLOCK: &[u8] = b"lease_clock_ms";
     pub const MEMBERS: &[u8] = b"members";
     pub const ALARMS: &[u8] = b"alarms";
+    pub const AUTH: &[u8] = b"auth";
 }
 
 /// Declares the tables once: the handles of one open environment (`Tables`; plain numbers

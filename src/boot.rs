@@ -84,7 +84,10 @@ pub async fn run(
     let lessor = Lessor::default();
     lessor.reload(&store)?;
     let min_lease_ttl = crate::lease::min_ttl(config.election_timeout);
-    let applier = Applier::new(store.clone(), hub.clone(), lessor.clone(), min_lease_ttl);
+    let tokens = crate::auth::tokens::SimpleTokens::new(config.auth_token_ttl);
+    let auth = Arc::new(crate::auth::AuthStore::open(&backend, tokens, config.bcrypt_cost)?);
+    let applier =
+        Applier::new(store.clone(), hub.clone(), lessor.clone(), auth.clone(), min_lease_ttl);
     let (outbound, pending) = transport::channel();
     let raft = crate::raft::node::spawn(node_config, backend.clone(), applier, Box::new(outbound))
         .context("starting raft")?;
@@ -156,6 +159,7 @@ pub async fn run(
         raft.status,
         cluster,
         lessor,
+        auth.clone(),
         Settings {
             limits,
             etcd_version: config.etcd_version.clone(),
@@ -164,6 +168,13 @@ pub async fn run(
         },
     );
     let lease_loop = tokio::spawn(server.clone().run_lease_loop());
+    let token_sweep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            auth.tokens().sweep();
+        }
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -207,6 +218,7 @@ pub async fn run(
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
     lease_loop.abort();
+    token_sweep.abort();
     router.abort();
     for task in tasks {
         task.await.context("client server task")?.context("serving clients")?;

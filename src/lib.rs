@@ -12,6 +12,7 @@
 //! mvcc     revisioned key space on LMDB (range, put, delete, txn, compact)
 //! backend  the LMDB environment and its tables (shared by raft and mvcc)
 //! alarm    the replicated alarms (NOSPACE)
+//! auth     users, roles, permissions and tokens; the checks requests make
 //! cluster  member and cluster ids, the replicated membership
 //! peer     member-to-member traffic: raft message streams, lease forwarding
 //! config   etcd's flags, environment variables and defaults
@@ -23,6 +24,7 @@
 pub mod alarm;
 pub mod api;
 pub mod apply;
+pub mod auth;
 pub mod backend;
 pub mod boot;
 pub mod cluster;

@@ -3,6 +3,7 @@
 //! `<name>/<lease id in hex>`, attached to its lease; the owner is the key with the lowest
 //! create revision; waiting means watching the next older key until it is deleted.
 
+use crate::auth::AuthInfo;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -48,6 +49,8 @@ pub struct Held {
 pub struct Recipes {
     pub server: Server,
     pub hub: WatchHub,
+    /// Whose requests these are: every read and write is checked as the caller's own.
+    pub caller: Option<AuthInfo>,
 }
 
 fn prefix_of(name: &[u8]) -> Vec<u8> {
@@ -83,14 +86,25 @@ fn op(request: Op) -> RequestOp {
 }
 
 impl Recipes {
+    pub fn new(server: Server, hub: WatchHub) -> Self {
+        Self { server, hub, caller: None }
+    }
+
+    /// The same recipes, acting for `caller`.
+    pub fn for_caller(&self, caller: Option<AuthInfo>) -> Recipes {
+        Recipes { caller, ..self.clone() }
+    }
+
     /// The caller's lease, or a fresh 60 s one when it gave none (not kept alive, as etcd's
     /// orphaned session).
     async fn session_lease(&self, lease: i64) -> Result<i64> {
         if lease != 0 {
             return Ok(lease);
         }
-        let granted =
-            self.server.lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }).await?;
+        let granted = self
+            .server
+            .lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }, self.caller.as_ref())
+            .await?;
         Ok(granted.id)
     }
 
@@ -104,11 +118,14 @@ impl Recipes {
         let get = RangeRequest { key: key.clone(), ..Default::default() };
         let resp = self
             .server
-            .txn(TxnRequest {
-                compare: vec![create_revision_is(&key, 0)],
-                success: vec![op(Op::RequestPut(put))],
-                failure: vec![op(Op::RequestRange(get))],
-            })
+            .txn(
+                TxnRequest {
+                    compare: vec![create_revision_is(&key, 0)],
+                    success: vec![op(Op::RequestPut(put))],
+                    failure: vec![op(Op::RequestRange(get))],
+                },
+                self.caller.as_ref(),
+            )
             .await?;
         let header = resp.header.unwrap_or_default();
         let create_revision = if resp.succeeded {
@@ -131,7 +148,7 @@ impl Recipes {
                 max_create_revision: max_create_rev,
                 ..Default::default()
             };
-            let resp = self.server.range(newest_older).await?;
+            let resp = self.server.range(newest_older, self.caller.as_ref()).await?;
             let header = resp.header.unwrap_or_default();
             let Some(kv) = resp.kvs.first() else { return Ok(header) };
             self.wait_delete(&kv.key, header.revision).await;
@@ -178,11 +195,14 @@ impl Recipes {
         };
         let resp = self
             .server
-            .txn(TxnRequest {
-                compare: vec![create_revision_is(&held.key, held.create_revision)],
-                success: vec![op(Op::RequestPut(put))],
-                failure: Vec::new(),
-            })
+            .txn(
+                TxnRequest {
+                    compare: vec![create_revision_is(&held.key, held.create_revision)],
+                    success: vec![op(Op::RequestPut(put))],
+                    failure: Vec::new(),
+                },
+                self.caller.as_ref(),
+            )
             .await?;
         if !resp.succeeded {
             return Err(RecipeError::NotLeader);
@@ -195,11 +215,14 @@ impl Recipes {
         let delete = DeleteRangeRequest { key: held.key.clone(), ..Default::default() };
         let resp = self
             .server
-            .txn(TxnRequest {
-                compare: vec![create_revision_is(&held.key, held.create_revision)],
-                success: vec![op(Op::RequestDeleteRange(delete))],
-                failure: Vec::new(),
-            })
+            .txn(
+                TxnRequest {
+                    compare: vec![create_revision_is(&held.key, held.create_revision)],
+                    success: vec![op(Op::RequestDeleteRange(delete))],
+                    failure: Vec::new(),
+                },
+                self.caller.as_ref(),
+            )
             .await?;
         Ok(resp.header.unwrap_or_default())
     }
@@ -215,7 +238,7 @@ impl Recipes {
             sort_target: SortTarget::Create as i32,
             ..Default::default()
         };
-        let resp = self.server.range(oldest).await?;
+        let resp = self.server.range(oldest, self.caller.as_ref()).await?;
         Ok((resp.header.unwrap_or_default(), resp.kvs.into_iter().next()))
     }
 
@@ -297,7 +320,7 @@ impl Recipes {
         guard.disarm();
         // The key may have gone with its lease while waiting: then the lock was never ours.
         let own = RangeRequest { key: held.key.clone(), ..Default::default() };
-        if self.server.range(own).await?.kvs.is_empty() {
+        if self.server.range(own, self.caller.as_ref()).await?.kvs.is_empty() {
             return Err(RecipeError::SessionExpired);
         }
         Ok(held)
@@ -307,7 +330,10 @@ impl Recipes {
     pub async fn unlock(&self, key: &[u8]) -> Result<ResponseHeader> {
         let resp = self
             .server
-            .delete_range(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })
+            .delete_range(
+                DeleteRangeRequest { key: key.to_vec(), ..Default::default() },
+                self.caller.as_ref(),
+            )
             .await?;
         Ok(resp.header.unwrap_or_default())
     }

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::api::credentials::require_admin;
 use crate::api::status::to_status;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
@@ -25,6 +26,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let MemberAddRequest { peer_ur_ls, is_learner } = request.into_inner();
         let (member, members) =
             self.server.member_add(peer_ur_ls, is_learner).await.map_err(to_status)?;
@@ -39,6 +41,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let members = self.server.member_remove(request.get_ref().id).await.map_err(to_status)?;
         Ok(Response::new(MemberRemoveResponse {
             header: Some(self.server.header(0)),
@@ -50,6 +53,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let MemberUpdateRequest { id, peer_ur_ls } = request.into_inner();
         let members = self.server.member_update(id, peer_ur_ls).await.map_err(to_status)?;
         Ok(Response::new(MemberUpdateResponse {
@@ -62,6 +66,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let members = self.server.member_promote(request.get_ref().id).await.map_err(to_status)?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.server.header(0)),

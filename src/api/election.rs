@@ -3,6 +3,7 @@
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::credentials::caller;
 use super::status::to_status;
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3electionpb::{
@@ -46,9 +47,10 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let req = request.into_inner();
         let held =
-            self.recipes.campaign(&req.name, req.lease, &req.value).await.map_err(recipe_status)?;
+            recipes.campaign(&req.name, req.lease, &req.value).await.map_err(recipe_status)?;
         let header = self.recipes.server.header(held.header.revision);
         Ok(Response::new(CampaignResponse {
             header: Some(header),
@@ -65,9 +67,10 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let req = request.into_inner();
         let held = held(req.leader)?;
-        let header = self.recipes.proclaim(&held, &req.value).await.map_err(recipe_status)?;
+        let header = recipes.proclaim(&held, &req.value).await.map_err(recipe_status)?;
         Ok(Response::new(ProclaimResponse {
             header: Some(self.recipes.server.header(header.revision)),
         }))
@@ -77,8 +80,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let (header, kv) =
-            self.recipes.leader(&request.into_inner().name).await.map_err(recipe_status)?;
+            recipes.leader(&request.into_inner().name).await.map_err(recipe_status)?;
         let kv = kv.ok_or_else(|| recipe_status(RecipeError::NoLeader))?;
         Ok(Response::new(LeaderResponse {
             header: Some(self.recipes.server.header(header.revision)),
@@ -90,9 +94,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let name = request.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let recipes = self.recipes.clone();
         tokio::spawn(async move {
             let server = recipes.server.clone();
             let result = recipes
@@ -120,8 +124,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let held = held(request.into_inner().leader)?;
-        let header = self.recipes.resign(&held).await.map_err(recipe_status)?;
+        let header = recipes.resign(&held).await.map_err(recipe_status)?;
         Ok(Response::new(ResignResponse {
             header: Some(self.recipes.server.header(header.revision)),
         }))
@@ -131,8 +136,9 @@ impl Election for ElectionService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
         let req = request.into_inner();
-        let held = self.recipes.lock(&req.name, req.lease).await.map_err(recipe_status)?;
+        let held = recipes.lock(&req.name, req.lease).await.map_err(recipe_status)?;
         Ok(Response::new(LockResponse {
             header: Some(self.recipes.server.header(held.header.revision)),
             key: held.key,
@@ -143,7 +149,8 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let header = self.recipes.unlock(&request.into_inner().key).await.map_err(recipe_status)?;
+        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let header = recipes.unlock(&request.into_inner().key).await.map_err(recipe_status)?;
         Ok(Response::new(UnlockResponse {
             header: Some(self.recipes.server.header(header.revision)),
         }))

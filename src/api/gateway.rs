@@ -23,11 +23,13 @@ use tokio_stream::StreamExt;
 use tonic::body::Body;
 use tonic::{Code, Request, Status};
 
+use super::auth::AuthService;
 use super::cluster::ClusterService;
 use super::election::{ElectionService, LockService};
 use super::kv::KvService;
 use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
+use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
@@ -66,20 +68,27 @@ impl Gateway {
     }
 
     /// Answers `path` (under `/v3/` or `/v3beta/`), or `None` when no route has that path.
-    pub async fn answer(&self, path: &str, body: &[u8]) -> Option<Answer> {
+    /// `authorization` is the request's `Authorization` header: the token, as etcd's gateway
+    /// passes it on.
+    pub async fn answer(
+        &self,
+        path: &str,
+        body: &[u8],
+        authorization: Option<&str>,
+    ) -> Option<Answer> {
         let route = path.strip_prefix("/v3/").or_else(|| path.strip_prefix("/v3beta/"))?;
         match route {
-            "watch" => return Some(self.watch(body).await),
-            "lease/keepalive" => return Some(self.keep_alive(body).await),
+            "watch" => return Some(self.watch(body, authorization).await),
+            "lease/keepalive" => return Some(self.keep_alive(body, authorization).await),
             _ => {}
         }
-        let (status, json) = self.unary_route(route, body).await?;
+        let (status, json) = self.unary_route(route, body, authorization).await?;
         Some(Answer::Json(status, json))
     }
 
     /// `/v3/watch`: the requests in the body open (or cancel) watchers on one watch stream,
     /// whose responses are streamed back until the client goes away.
-    async fn watch(&self, body: &[u8]) -> Answer {
+    async fn watch(&self, body: &[u8], authorization: Option<&str>) -> Answer {
         let requests = match decode_all::<WatchRequest>(body, "etcdserverpb.WatchRequest") {
             Ok(requests) => requests,
             Err(status) => return json_error(status),
@@ -88,7 +97,12 @@ impl Gateway {
         let stream = Arc::new(stream);
         for request in requests {
             match request.request_union {
-                Some(RequestUnion::CreateRequest(create)) => stream.create(create).await,
+                Some(RequestUnion::CreateRequest(create)) => {
+                    match super::watch::permit(&self.server, authorization, &create).await {
+                        Ok(()) => stream.create(create).await,
+                        Err(reason) => stream.refuse(&reason).await,
+                    }
+                }
                 Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
                 Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
                 None => {}
@@ -120,7 +134,7 @@ impl Gateway {
     }
 
     /// `/v3/lease/keepalive`: one answer line per keep-alive request in the body.
-    async fn keep_alive(&self, body: &[u8]) -> Answer {
+    async fn keep_alive(&self, body: &[u8], authorization: Option<&str>) -> Answer {
         let requests =
             match decode_all::<LeaseKeepAliveRequest>(body, "etcdserverpb.LeaseKeepAliveRequest") {
                 Ok(requests) => requests,
@@ -128,7 +142,12 @@ impl Gateway {
             };
         let mut out = Vec::new();
         for request in requests {
-            match self.server.lease_keep_alive(request.id).await {
+            let caller = self.server.caller(authorization).await;
+            let renewed = match caller {
+                Ok(caller) => self.server.lease_keep_alive(request.id, caller.as_ref()).await,
+                Err(err) => Err(err),
+            };
+            match renewed {
                 Ok(response) => {
                     out.extend(result_line(&response, "etcdserverpb.LeaseKeepAliveResponse"))
                 }
@@ -144,16 +163,29 @@ impl Gateway {
         Answer::Stream(Body::new(StreamBody::new(frames)))
     }
 
-    async fn unary_route(&self, route: &str, body: &[u8]) -> Option<(StatusCode, String)> {
+    async fn unary_route(
+        &self,
+        route: &str,
+        body: &[u8],
+        authorization: Option<&str>,
+    ) -> Option<(StatusCode, String)> {
         let kv = KvService { server: self.server.clone() };
         let lease = LeaseService { server: self.server.clone() };
         let cluster = ClusterService { server: self.server.clone() };
         let maintenance = MaintenanceService { server: self.server.clone() };
         let election = ElectionService { recipes: self.recipes.clone() };
         let lock = LockService { recipes: self.recipes.clone() };
+        let auth = AuthService { server: self.server.clone() };
         macro_rules! call {
             ($service:expr, $method:ident, $req:literal, $resp:literal) => {
-                unary(body, $req, $resp, |r| async move { $service.$method(r).await }).await
+                unary(
+                    body,
+                    authorization,
+                    $req,
+                    $resp,
+                    |r| async move { $service.$method(r).await },
+                )
+                .await
             };
         }
         Some(match route {
@@ -289,9 +321,108 @@ impl Gateway {
             "maintenance/snapshot" | "election/observe" => error(Status::unimplemented(format!(
                 "rsetcd: the gateway's streaming route /v3/{route} is not implemented yet"
             ))),
-            r if r.starts_with("auth/") => error(Status::unimplemented(format!(
-                "rsetcd: /v3/{r}: authentication is not implemented yet"
-            ))),
+            "auth/enable" => call!(
+                auth,
+                auth_enable,
+                "etcdserverpb.AuthEnableRequest",
+                "etcdserverpb.AuthEnableResponse"
+            ),
+            "auth/disable" => call!(
+                auth,
+                auth_disable,
+                "etcdserverpb.AuthDisableRequest",
+                "etcdserverpb.AuthDisableResponse"
+            ),
+            "auth/status" => call!(
+                auth,
+                auth_status,
+                "etcdserverpb.AuthStatusRequest",
+                "etcdserverpb.AuthStatusResponse"
+            ),
+            "auth/authenticate" => call!(
+                auth,
+                authenticate,
+                "etcdserverpb.AuthenticateRequest",
+                "etcdserverpb.AuthenticateResponse"
+            ),
+            "auth/user/add" => call!(
+                auth,
+                user_add,
+                "etcdserverpb.AuthUserAddRequest",
+                "etcdserverpb.AuthUserAddResponse"
+            ),
+            "auth/user/get" => call!(
+                auth,
+                user_get,
+                "etcdserverpb.AuthUserGetRequest",
+                "etcdserverpb.AuthUserGetResponse"
+            ),
+            "auth/user/list" => call!(
+                auth,
+                user_list,
+                "etcdserverpb.AuthUserListRequest",
+                "etcdserverpb.AuthUserListResponse"
+            ),
+            "auth/user/delete" => call!(
+                auth,
+                user_delete,
+                "etcdserverpb.AuthUserDeleteRequest",
+                "etcdserverpb.AuthUserDeleteResponse"
+            ),
+            "auth/user/changepw" => call!(
+                auth,
+                user_change_password,
+                "etcdserverpb.AuthUserChangePasswordRequest",
+                "etcdserverpb.AuthUserChangePasswordResponse"
+            ),
+            "auth/user/grant" => call!(
+                auth,
+                user_grant_role,
+                "etcdserverpb.AuthUserGrantRoleRequest",
+                "etcdserverpb.AuthUserGrantRoleResponse"
+            ),
+            "auth/user/revoke" => call!(
+                auth,
+                user_revoke_role,
+                "etcdserverpb.AuthUserRevokeRoleRequest",
+                "etcdserverpb.AuthUserRevokeRoleResponse"
+            ),
+            "auth/role/add" => call!(
+                auth,
+                role_add,
+                "etcdserverpb.AuthRoleAddRequest",
+                "etcdserverpb.AuthRoleAddResponse"
+            ),
+            "auth/role/get" => call!(
+                auth,
+                role_get,
+                "etcdserverpb.AuthRoleGetRequest",
+                "etcdserverpb.AuthRoleGetResponse"
+            ),
+            "auth/role/list" => call!(
+                auth,
+                role_list,
+                "etcdserverpb.AuthRoleListRequest",
+                "etcdserverpb.AuthRoleListResponse"
+            ),
+            "auth/role/delete" => call!(
+                auth,
+                role_delete,
+                "etcdserverpb.AuthRoleDeleteRequest",
+                "etcdserverpb.AuthRoleDeleteResponse"
+            ),
+            "auth/role/grant" => call!(
+                auth,
+                role_grant_permission,
+                "etcdserverpb.AuthRoleGrantPermissionRequest",
+                "etcdserverpb.AuthRoleGrantPermissionResponse"
+            ),
+            "auth/role/revoke" => call!(
+                auth,
+                role_revoke_permission,
+                "etcdserverpb.AuthRoleRevokePermissionRequest",
+                "etcdserverpb.AuthRoleRevokePermissionResponse"
+            ),
             _ => return None,
         })
     }
@@ -300,6 +431,7 @@ impl Gateway {
 /// Decodes the JSON request, calls the handler and encodes its answer.
 async fn unary<Req, Resp, F, Fut>(
     body: &[u8],
+    authorization: Option<&str>,
     request_type: &str,
     response_type: &str,
     call: F,
@@ -314,7 +446,11 @@ where
         Ok(request) => request,
         Err(status) => return error(status),
     };
-    match call(Request::new(request)).await {
+    let mut request = Request::new(request);
+    if let Some(value) = authorization.and_then(|a| a.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    match call(request).await {
         Ok(response) => (StatusCode::OK, encode(&response.into_inner(), response_type)),
         Err(status) => error(status),
     }

@@ -248,6 +248,11 @@ where
 {
     use http_body_util::BodyExt;
     let path = request.uri().path().to_string();
+    let authorization = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     // grpc-gateway's answers for a wrong method and an unknown route.
     let (status, body) = if request.method() != Method::POST {
         (StatusCode::NOT_IMPLEMENTED, r#"{"code":12,"message":"Method Not Allowed"}"#.to_string())
@@ -256,7 +261,10 @@ where
             Err(err) => super::gateway::error(tonic::Status::invalid_argument(format!(
                 "reading the body: {err}"
             ))),
-            Ok(collected) => match gateway.answer(&path, &collected.to_bytes()).await {
+            Ok(collected) => match gateway
+                .answer(&path, &collected.to_bytes(), authorization.as_deref())
+                .await
+            {
                 Some(super::gateway::Answer::Json(status, body)) => (status, body),
                 Some(super::gateway::Answer::Stream(body)) => {
                     let mut response = respond_with(StatusCode::OK, String::new());

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::credentials::caller;
 use super::status::to_status;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::{
@@ -20,28 +21,38 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
-        self.server.range(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.range(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.server.put(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.put(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn delete_range(
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.server.delete_range(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.delete_range(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.server.txn(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.txn(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        self.server.compact(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.compact(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 }

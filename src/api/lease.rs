@@ -4,6 +4,7 @@ use tokio_stream::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::credentials::{caller, token};
 use super::status::to_status;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
@@ -23,14 +24,18 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        self.server.lease_grant(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.lease_grant(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        self.server.lease_revoke(request.into_inner()).await.map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.lease_revoke(request.into_inner(), caller.as_ref()).await;
+        resp.map(Response::new).map_err(to_status)
     }
 
     async fn lease_keep_alive(
@@ -38,14 +43,16 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         let server = self.server.clone();
+        // Resolved again for each keep-alive, as etcd does (and each use keeps the token
+        // alive).
+        let token = token(request.metadata());
         // One response per request, in order; the stream ends when the client's side does.
         let responses = request.into_inner().then(move |message| {
-            let server = server.clone();
+            let (server, token) = (server.clone(), token.clone());
             async move {
-                match message {
-                    Ok(req) => server.lease_keep_alive(req.id).await.map_err(to_status),
-                    Err(status) => Err(status),
-                }
+                let req = message?;
+                let caller = server.caller(token.as_deref()).await.map_err(to_status)?;
+                server.lease_keep_alive(req.id, caller.as_ref()).await.map_err(to_status)
             }
         });
         Ok(Response::new(Box::pin(responses)))
@@ -55,14 +62,16 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let resp = self.server.lease_time_to_live(request.into_inner()).await;
+        let caller = caller(&self.server, &request).await?;
+        let resp = self.server.lease_time_to_live(request.into_inner(), caller.as_ref()).await;
         resp.map(Response::new).map_err(to_status)
     }
 
     async fn lease_leases(
         &self,
-        _: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.server.lease_leases().map(Response::new).map_err(to_status)
+        let caller = caller(&self.server, &request).await?;
+        self.server.lease_leases(caller.as_ref()).map(Response::new).map_err(to_status)
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use tonic::{Request, Response, Status};
 
+use super::credentials::{require_admin, require_user};
 use super::status::to_status;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
@@ -73,7 +74,8 @@ async fn stream_copy(
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let (hash, revision) = self.server.hash_all().map_err(to_status)?;
         Ok(Response::new(HashResponse { header: Some(self.server.header(revision)), hash }))
     }
@@ -82,6 +84,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         self.server.move_leader(request.get_ref().target_id).await.map_err(to_status)?;
         // etcd's MoveLeader response carries no header.
         Ok(Response::new(MoveLeaderResponse { header: None }))
@@ -89,8 +92,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        require_admin(&self.server, &request).await?;
         let path = self.server.store_copy().await.map_err(to_status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(stream_copy(path, tx));
@@ -99,8 +103,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         self.server.defragment().await.map_err(to_status)?;
         // etcd's Defragment response carries no header.
         Ok(Response::new(DefragmentResponse { header: None }))
@@ -108,8 +113,9 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         Err(Status::unimplemented(
             "rsetcd: /etcdserverpb.Maintenance/Downgrade: rsetcd does not support downgrading \
              the cluster version",
@@ -120,6 +126,14 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        // Listing alarms needs a user; changing them needs root.
+        if request.get_ref().action
+            == crate::pb::etcdserverpb::alarm_request::AlarmAction::Get as i32
+        {
+            require_user(&self.server, &request).await?;
+        } else {
+            require_admin(&self.server, &request).await?;
+        }
         let alarms = self.server.alarm(request.into_inner()).await.map_err(to_status)?;
         let revision = self.server.current_revision().map_err(to_status)?;
         Ok(Response::new(AlarmResponse { header: Some(self.server.header(revision)), alarms }))
@@ -129,6 +143,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        require_admin(&self.server, &request).await?;
         let (hash, current) = self.server.hash_kv(request.get_ref().revision).map_err(to_status)?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.server.header(current)),
@@ -138,7 +153,11 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        require_user(&self.server, &request).await?;
         let server = &self.server;
         let raft = server.raft_status();
         let leader = raft.leader.load(Ordering::Relaxed);

@@ -2,7 +2,9 @@
 //! beside gRPC (`http_endpoints`).
 //! Handlers validate nothing themselves and map errors only through [`status::to_status`].
 
+pub mod auth;
 pub mod cluster;
+pub mod credentials;
 pub mod election;
 pub mod gateway;
 pub mod grpc_metrics;
@@ -14,7 +16,6 @@ pub mod peer;
 pub mod require_leader;
 pub mod status;
 pub mod status_layer;
-pub mod unbuilt;
 pub mod watch;
 
 use tonic::transport::server::Router;
@@ -47,7 +48,7 @@ pub struct ApiSettings {
 }
 
 pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> ClientRouter {
-    let recipes = crate::recipes::Recipes { server: server.clone(), hub: hub.clone() };
+    let recipes = crate::recipes::Recipes::new(server.clone(), hub.clone());
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -90,7 +91,7 @@ pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> Cli
         )
         .add_service(cluster)
         .add_service(maintenance)
-        .add_service(AuthServer::new(unbuilt::Unbuilt))
+        .add_service(AuthServer::new(auth::AuthService { server: server.clone() }))
         .add_service(ElectionServer::new(election::ElectionService { recipes: recipes.clone() }))
         .add_service(LockServer::new(election::LockService { recipes }))
         .add_service(health_service)

@@ -3,8 +3,8 @@
 
 use tonic::{Code, Status};
 
-use crate::mvcc;
 use crate::server::Error;
+use crate::{auth, mvcc};
 
 pub fn to_status(err: Error) -> Status {
     let (code, message): (Code, &str) = match &err {
@@ -74,8 +74,34 @@ pub fn to_status(err: Error) -> Status {
             (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long")
         }
         Error::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+        Error::Auth(err) => return auth_status(err),
     };
     Status::new(code, message)
+}
+
+/// etcd's codes for auth errors; the message is the error's text after `etcdserver: `.
+pub fn auth_status(err: &auth::Error) -> Status {
+    use auth::Error as A;
+    let code = match err {
+        A::UserEmpty
+        | A::RoleEmpty
+        | A::AuthFailed
+        | A::PermissionNotGiven
+        | A::InvalidAuthMgmt
+        | A::AuthOldRevision => Code::InvalidArgument,
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        A::RootUserNotExist
+        | A::RootRoleNotExist
+        | A::UserAlreadyExist
+        | A::UserNotFound
+        | A::RoleAlreadyExist
+        | A::RoleNotFound
+        | A::RoleNotGranted
+        | A::PermissionNotGranted
+        | A::AuthNotEnabled => Code::FailedPrecondition,
+    };
+    Status::new(code, format!("etcdserver: {err}"))
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use tokio_stream::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, AuthInfo};
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
-use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::Server;
 use crate::watch::WatchHub;
 
@@ -27,9 +28,11 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        let token = super::credentials::token(request.metadata());
         let mut inbound = request.into_inner();
         let (stream, responses) = self.hub.open_stream();
         let interval = self.progress_interval;
+        let server = self.server.clone();
         tokio::spawn(async move {
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -37,7 +40,12 @@ impl Watch for WatchService {
                 tokio::select! {
                     message = inbound.message() => match message {
                         Ok(Some(req)) => match req.request_union {
-                            Some(RequestUnion::CreateRequest(create)) => stream.create(create).await,
+                            Some(RequestUnion::CreateRequest(create)) => {
+                                match permit(&server, token.as_deref(), &create).await {
+                                    Ok(()) => stream.create(create).await,
+                                    Err(reason) => stream.refuse(&reason).await,
+                                }
+                            }
                             Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
                             Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
                             None => {}
@@ -57,4 +65,38 @@ impl Watch for WatchService {
         });
         Ok(Response::new(Box::pin(outbound)))
     }
+}
+
+/// Whether the caller may watch the requested range (checked per create request, as etcd);
+/// `Err` is the cancel reason etcd gives, which keeps gRPC's `rpc error: ...` wording.
+pub async fn permit(
+    server: &Server,
+    token: Option<&str>,
+    create: &WatchCreateRequest,
+) -> Result<(), String> {
+    // A negative start revision is refused as compacted before any auth check.
+    if create.start_revision < 0 {
+        return Ok(());
+    }
+    let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
+    let checked = match server.caller(token).await {
+        Ok(caller) => {
+            let anonymous = AuthInfo::default();
+            let caller = caller.as_ref().unwrap_or(&anonymous);
+            server.auth().check_read(caller, key, &create.range_end)
+        }
+        Err(crate::server::Error::Auth(err)) => Err(err),
+        Err(_) => Err(auth::Error::InvalidAuthToken),
+    };
+    let err = match checked {
+        Ok(()) => return Ok(()),
+        Err(
+            err @ (auth::Error::InvalidAuthToken
+            | auth::Error::AuthOldRevision
+            | auth::Error::UserEmpty),
+        ) => err,
+        Err(_) => auth::Error::PermissionDenied,
+    };
+    let status = super::status::auth_status(&err);
+    Err(format!("rpc error: code = {:?} desc = {}", status.code(), status.message()))
 }

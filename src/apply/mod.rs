@@ -7,6 +7,11 @@
 use heed::RwTxn;
 use prost::Message;
 
+pub mod permissions;
+
+use std::sync::Arc;
+
+use crate::auth::{self, AuthInfo, AuthStore};
 use crate::cluster::membership;
 use crate::lease::Lessor;
 use crate::mvcc::{self, store, txn, Store, Writer};
@@ -37,6 +42,31 @@ pub enum Applied {
     Members(Vec<crate::cluster::Member>),
     /// The alarms an alarm request changed.
     Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
+    Auth(auth::Reply),
+}
+
+/// Why a request failed to apply (every member fails it alike).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Mvcc(#[from] mvcc::Error),
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+}
+
+impl From<heed::Error> for Error {
+    fn from(err: heed::Error) -> Self {
+        Error::Mvcc(mvcc::Error::Storage(err))
+    }
+}
+
+impl From<auth::store::ApplyError> for Error {
+    fn from(err: auth::store::ApplyError) -> Self {
+        match err {
+            auth::store::ApplyError::Auth(err) => Error::Auth(err),
+            auth::store::ApplyError::Storage(err) => err.into(),
+        }
+    }
 }
 
 /// A lease change to hand to the lessor once committed.
@@ -46,12 +76,13 @@ enum LeaseChange {
     Renewed(i64, i64),
 }
 
-pub type Output = Result<Applied, mvcc::Error>;
+pub type Output<T = Applied> = Result<T, Error>;
 
 pub struct Applier {
     store: Store,
     watch: WatchHub,
     lessor: Lessor,
+    auth: Arc<AuthStore>,
     /// etcd's smallest lease TTL; a shorter grant is raised to it.
     min_lease_ttl: i64,
     /// Events of the revisions applied in the transaction not yet committed.
@@ -60,9 +91,15 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(store: Store, watch: WatchHub, lessor: Lessor, min_lease_ttl: i64) -> Self {
+    pub fn new(
+        store: Store,
+        watch: WatchHub,
+        lessor: Lessor,
+        auth: Arc<AuthStore>,
+        min_lease_ttl: i64,
+    ) -> Self {
         let (unpublished, lease_changes) = (Vec::new(), Vec::new());
-        Self { store, watch, lessor, min_lease_ttl, unpublished, lease_changes }
+        Self { store, watch, lessor, auth, min_lease_ttl, unpublished, lease_changes }
     }
 
     /// Finishes a write request, keeping its events for [`StateMachine::committed`].
@@ -74,7 +111,31 @@ impl Applier {
         Ok(header(revision))
     }
 
-    fn apply_request(&mut self, txn: &mut RwTxn, request: Request) -> Output {
+    /// etcd's auth applier: a write must be allowed for its caller at the current auth
+    /// revision when it is applied, not only when it was proposed.
+    fn check_permissions(&self, txn: &RwTxn, caller: &AuthInfo, request: &Request) -> Output<()> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let (auth, store) = (&*self.auth, &self.store);
+        match request {
+            Request::Put(put) => permissions::check_put(auth, store, txn, caller, put),
+            Request::DeleteRange(del) => permissions::check_delete(auth, caller, del),
+            Request::Txn(req) => permissions::check_txn(auth, store, txn, caller, req),
+            Request::LeaseRevoke(req) => {
+                permissions::check_lease_keys(auth, store, txn, caller, req.id)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_request(
+        &mut self,
+        txn: &mut RwTxn,
+        index: u64,
+        caller: &AuthInfo,
+        request: Request,
+    ) -> Output {
         // Under a NOSPACE alarm every member refuses what grows the store (etcd's capped
         // applier); deletes, compaction and lease revokes still free space.
         let grows = match &request {
@@ -83,9 +144,15 @@ impl Applier {
             _ => false,
         };
         if grows && crate::alarm::no_space(&self.store.backend, txn)? {
-            return Err(mvcc::Error::NoSpace);
+            return Err(mvcc::Error::NoSpace.into());
         }
+        self.check_permissions(txn, caller, &request)?;
         match request {
+            Request::Auth(req) => {
+                let request = req.request.expect("an auth entry carries a request");
+                let reply = self.auth.apply(&self.store.backend, txn, index, caller, request)?;
+                Ok(Applied::Auth(reply))
+            }
             Request::Alarm(req) => {
                 let changed = crate::alarm::apply(&self.store.backend, txn, &req)?;
                 Ok(Applied::Alarms(changed))
@@ -167,12 +234,16 @@ impl StateMachine for Applier {
     type Output = Output;
 
     fn apply(&mut self, txn: &mut RwTxn, index: u64, data: &[u8]) -> Output {
-        let request = RaftRequest::decode(data)
-            .unwrap_or_else(|err| panic!("undecodable raft entry {index}: {err}"))
-            .request
-            .unwrap_or_else(|| panic!("raft entry {index} carries no request"));
-        let output = self.apply_request(txn, request);
-        if let Err(mvcc::Error::Storage(err)) = &output {
+        let entry = RaftRequest::decode(data)
+            .unwrap_or_else(|err| panic!("undecodable raft entry {index}: {err}"));
+        let request =
+            entry.request.unwrap_or_else(|| panic!("raft entry {index} carries no request"));
+        let caller = entry
+            .caller
+            .map(|c| AuthInfo { username: c.username, revision: c.auth_revision })
+            .unwrap_or_default();
+        let output = self.apply_request(txn, index, &caller, request);
+        if let Err(Error::Mvcc(mvcc::Error::Storage(err))) = &output {
             // A failed LMDB write inside the batch transaction cannot be rolled back alone;
             // continuing would let members diverge.
             panic!("storage failure applying entry {index}: {err}");
@@ -198,6 +269,9 @@ impl StateMachine for Applier {
         self.lease_changes.clear();
         if let Err(err) = self.lessor.reload(&self.store) {
             panic!("cannot read the leases of the installed store copy: {err}");
+        }
+        if let Err(err) = self.auth.reload(&self.store.backend) {
+            panic!("cannot read the auth state of the installed store copy: {err}");
         }
         let current = self
             .store

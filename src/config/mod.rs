@@ -68,9 +68,9 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("backend-batch-interval", Value, false),
     flag("backend-batch-limit", Value, false),
     flag("backend-bbolt-freelist-type", Value, false),
-    flag("auth-token", Value, false),
-    flag("auth-token-ttl", Value, false),
-    flag("bcrypt-cost", Value, false),
+    flag("auth-token", Value, true),
+    flag("auth-token-ttl", Value, true),
+    flag("bcrypt-cost", Value, true),
     flag("cors", Value, false),
     flag("host-whitelist", Value, false),
     flag("enable-grpc-gateway", Bool, false),
@@ -126,6 +126,10 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     pub etcd_version: String,
     pub watch_progress_interval: Duration,
+    /// How long an unused simple token stays valid (`--auth-token-ttl`, seconds).
+    pub auth_token_ttl: Duration,
+    /// bcrypt's cost for new passwords (`--bcrypt-cost`).
+    pub bcrypt_cost: u32,
     /// Flags given that rsetcd does not act on yet (warned about at start-up).
     pub ignored_flags: Vec<String>,
     pub unknown_env: Vec<String>,
@@ -241,6 +245,20 @@ impl Config {
                 }
                 None => Duration::from_secs(600),
             };
+        match get("auth-token").unwrap_or("simple") {
+            "simple" => {}
+            text if text.starts_with("jwt") => {
+                return Err(ConfigError::Unsupported(
+                    "--auth-token jwt is not supported by rsetcd yet; use simple".into(),
+                ))
+            }
+            // etcd: "auth: invalid auth options".
+            text => return Err(invalid("auth-token", text, "auth: invalid auth options")),
+        }
+        let auth_token_ttl: u64 = number(get("auth-token-ttl"), "auth-token-ttl", 300)?;
+        let bcrypt_cost: u32 = number(get("bcrypt-cost"), "bcrypt-cost", 10)?;
+        // etcd warns and falls back to the default cost outside bcrypt's range.
+        let bcrypt_cost = if (4..=31).contains(&bcrypt_cost) { bcrypt_cost } else { 10 };
         let ignored_flags = FLAGS
             .iter()
             .filter(|f| !f.effective && v.contains_key(f.name))
@@ -280,6 +298,8 @@ impl Config {
             etcd_version,
             // etcd never notifies more often than every 100 ms.
             watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),
+            auth_token_ttl: Duration::from_secs(auth_token_ttl.max(1)),
+            bcrypt_cost,
             ignored_flags,
             unknown_env: parsed.unknown_env,
         })))

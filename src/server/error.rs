@@ -7,6 +7,8 @@ use crate::mvcc;
 pub enum Error {
     #[error(transparent)]
     Mvcc(#[from] mvcc::Error),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::Error),
     #[error("key is not provided")]
     EmptyKey,
     #[error("key not found")]
@@ -58,6 +60,15 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<crate::apply::Error> for Error {
+    fn from(err: crate::apply::Error) -> Self {
+        match err {
+            crate::apply::Error::Mvcc(err) => Error::Mvcc(err),
+            crate::apply::Error::Auth(err) => Error::Auth(err),
+        }
+    }
+}
 
 impl Error {
     /// The error a leader answered a forwarded request with, from etcd's message text

@@ -75,6 +75,8 @@ impl Server {
 
     async fn probe_read(&self, serializable: bool) -> Result<(), String> {
         let req = RangeRequest { key: b"health".to_vec(), serializable, ..Default::default() };
-        self.range(req).await.map(|_| ()).map_err(|err| format!("etcdserver: {err}"))
+        // The member's own probe (etcd treats permission errors as healthy).
+        let member = crate::auth::AuthInfo::member();
+        self.range(req, Some(&member)).await.map(|_| ()).map_err(|err| format!("etcdserver: {err}"))
     }
 }

@@ -39,7 +39,7 @@ impl Server {
                 member_id: local,
                 alarm: AlarmType::Nospace as i32,
             };
-            self.propose(Request::Alarm(req)).await?;
+            self.propose(Request::Alarm(req), None).await?;
         }
         Err(Error::Mvcc(crate::mvcc::Error::NoSpace))
     }
@@ -57,7 +57,7 @@ impl Server {
         if req.action == AlarmAction::Get as i32 {
             return self.alarms();
         }
-        match self.propose(Request::Alarm(req)).await? {
+        match self.propose(Request::Alarm(req), None).await? {
             crate::apply::Applied::Alarms(changed) => Ok(changed),
             other => unreachable!("an alarm request applies as alarms, not {other:?}"),
         }

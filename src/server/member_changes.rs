@@ -134,7 +134,7 @@ impl Server {
         if taken {
             return Err(Error::PeerUrlExists);
         }
-        match self.propose(Request::MemberUpdate(MemberUpdate { id, peer_urls })).await? {
+        match self.propose(Request::MemberUpdate(MemberUpdate { id, peer_urls }), None).await? {
             Applied::Members(members) => Ok(members),
             other => unreachable!("a member update applies as a membership, not {other:?}"),
         }

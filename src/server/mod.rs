@@ -2,6 +2,7 @@
 //! through raft, linearizable and serializable reads, and the response headers.
 //! It knows nothing of gRPC; `api/` wraps it.
 
+pub mod auth_requests;
 pub mod error;
 pub mod health;
 pub mod ids;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 pub use error::{Error, Result};
 
 use crate::apply::{Applied, Output};
+use crate::auth::{self, AuthInfo, AuthStore};
 use crate::backend::Backend;
 use crate::cluster::{membership, Cluster, Member};
 use crate::lease::{self, Lessor};
@@ -32,7 +34,7 @@ use crate::pb::etcdserverpb::{
     TxnRequest, TxnResponse,
 };
 use crate::pb::rsetcdpb::raft_request::Request;
-use crate::pb::rsetcdpb::{LeaseRenewal, LeaseTick, RaftRequest};
+use crate::pb::rsetcdpb::{Caller, LeaseRenewal, LeaseTick, RaftRequest};
 use crate::peer::forward::LeaderLink;
 use crate::raft::{Input, NodeStatus, ProposeError};
 
@@ -74,6 +76,7 @@ struct Inner {
     cluster: Cluster,
     limits: Limits,
     lessor: Lessor,
+    auth: Arc<AuthStore>,
     /// Picks the ids of leases granted with ID 0.
     ids: ids::IdGenerator,
     /// Wakes the lease loop when renewals wait to be made durable.
@@ -94,6 +97,7 @@ impl Server {
         status: Arc<NodeStatus>,
         cluster: Cluster,
         lessor: Lessor,
+        auth: Arc<AuthStore>,
         settings: Settings,
     ) -> Self {
         let Settings { limits, etcd_version, snapshot_dir, peer_health } = settings;
@@ -109,6 +113,7 @@ impl Server {
             cluster,
             limits,
             lessor,
+            auth,
             ids,
             renewals_waiting,
             etcd_version,
@@ -231,7 +236,65 @@ impl Server {
         Ok((hash, store.current_rev(&txn)?))
     }
 
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+    pub fn auth(&self) -> &AuthStore {
+        &self.inner.auth
+    }
+
+    /// Who a request's token names (etcd's `AuthInfoFromCtx`): nobody while auth is off or
+    /// without a token; a token that is unknown, expired or malformed is an error. A simple
+    /// token issued at a raft index this member has not applied yet is waited for.
+    pub async fn caller(&self, token: Option<&str>) -> Result<Option<AuthInfo>> {
+        let auth = &self.inner.auth;
+        let Some(token) = token.filter(|_| auth.is_enabled()) else {
+            return Ok(None);
+        };
+        let index =
+            auth::tokens::SimpleTokens::index_of(token).ok_or(auth::Error::InvalidAuthToken)?;
+        let deadline = tokio::time::Instant::now() + self.inner.limits.request_timeout;
+        while self.inner.status.applied.load(Ordering::Acquire) < index {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(auth::Error::InvalidAuthToken.into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Some(auth.user_of_token(token)?))
+    }
+
+    /// etcd's `doSerialize` around a local read: the permission check before, and after it
+    /// a check that no auth change happened meanwhile.
+    fn check_before_read(
+        &self,
+        caller: Option<&AuthInfo>,
+        check: impl FnOnce(&AuthStore, &AuthInfo) -> auth::Result<()>,
+    ) -> Result<()> {
+        let anonymous = AuthInfo::default();
+        Ok(check(&self.inner.auth, caller.unwrap_or(&anonymous))?)
+    }
+
+    fn check_after_read(&self, caller: Option<&AuthInfo>) -> Result<()> {
+        match caller {
+            Some(c) if c.revision != 0 && c.revision != self.inner.auth.revision() => {
+                Err(auth::Error::AuthOldRevision.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// etcd's admin check: with auth on, only root.
+    pub fn check_admin(&self, caller: Option<&AuthInfo>) -> Result<()> {
+        Ok(self.inner.auth.check_admin(caller)?)
+    }
+
+    /// With auth on, any authenticated caller.
+    pub fn require_caller(&self, caller: Option<&AuthInfo>) -> Result<()> {
+        Ok(self.inner.auth.require_caller(caller)?)
+    }
+
+    pub async fn range(
+        &self,
+        req: RangeRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<RangeResponse> {
         validate::range(&req)?;
         if !req.serializable {
             if self.is_learner() {
@@ -239,27 +302,33 @@ impl Server {
             }
             self.read_barrier().await?;
         }
+        self.check_before_read(caller, |auth, c| auth.check_read(c, &req.key, &req.range_end))?;
         let store = &self.inner.store;
         let txn = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
         let current = store.current_rev(&txn)?;
         let mut resp = store.range(&txn, &req, current)?;
+        self.check_after_read(caller)?;
         resp.header = Some(self.header(current));
         Ok(resp)
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+    pub async fn put(&self, req: PutRequest, caller: Option<&AuthInfo>) -> Result<PutResponse> {
         validate::put(&req)?;
         self.check_quota(req.key.len() + req.value.len()).await?;
-        self.write(Request::Put(req), |a| match a {
+        self.write(Request::Put(req), caller, |a| match a {
             Applied::Put(resp) => Some(resp),
             _ => None,
         })
         .await
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<DeleteRangeResponse> {
         validate::delete_range(&req)?;
-        self.write(Request::DeleteRange(req), |a| match a {
+        self.write(Request::DeleteRange(req), caller, |a| match a {
             Applied::DeleteRange(resp) => Some(resp),
             _ => None,
         })
@@ -268,7 +337,7 @@ impl Server {
 
     /// A Txn that writes goes through raft; a read-only one is served locally after the same
     /// read barrier as a linearizable Range (etcd does the same).
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+    pub async fn txn(&self, req: TxnRequest, caller: Option<&AuthInfo>) -> Result<TxnResponse> {
         validate::txn(&req, self.inner.limits.max_txn_ops)?;
         if txn::has_puts(&req) {
             self.check_quota(req.encoded_len()).await?;
@@ -278,19 +347,28 @@ impl Server {
                 Applied::Txn(resp) => Some(resp),
                 _ => None,
             };
-            return self.write(Request::Txn(req), take).await;
+            return self.write(Request::Txn(req), caller, take).await;
         }
         self.read_barrier().await?;
         let store = &self.inner.store;
         let view = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        let anonymous = AuthInfo::default();
+        let who = caller.unwrap_or(&anonymous);
+        crate::apply::permissions::check_txn(&self.inner.auth, store, &view, who, &req)?;
         let current = store.current_rev(&view)?;
         let mut resp = txn::execute(&mut txn::ReadOnly { store, txn: &view, current }, &req)?;
+        self.check_after_read(caller)?;
         self.stamp(&mut resp.header);
         Ok(resp)
     }
 
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
-        self.write(Request::Compaction(req), |a| match a {
+    pub async fn compact(
+        &self,
+        req: CompactionRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<CompactionResponse> {
+        self.check_admin(caller)?;
+        self.write(Request::Compaction(req), caller, |a| match a {
             Applied::Compaction(resp) => Some(resp),
             _ => None,
         })
@@ -298,11 +376,16 @@ impl Server {
     }
 
     /// Grants a lease; ID 0 lets the server pick one, as etcd does (see [`ids`]).
-    pub async fn lease_grant(&self, mut req: LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+    pub async fn lease_grant(
+        &self,
+        mut req: LeaseGrantRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<LeaseGrantResponse> {
         if req.ttl > lease::MAX_TTL {
             return Err(Error::LeaseTtlTooLarge);
         }
         self.check_quota(req.encoded_len()).await?;
+        self.require_caller(caller)?;
         if req.id == 0 {
             // Chosen before proposing so that every member applies the same id.
             req.id = loop {
@@ -312,7 +395,7 @@ impl Server {
                 }
             };
         }
-        self.write(Request::LeaseGrant(req), |a| match a {
+        self.write(Request::LeaseGrant(req), caller, |a| match a {
             Applied::LeaseGrant(resp) => Some(resp),
             _ => None,
         })
@@ -320,8 +403,12 @@ impl Server {
     }
 
     /// Revokes a lease and deletes its keys (also used by the expiry loop).
-    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        self.write(Request::LeaseRevoke(req), |a| match a {
+    pub async fn lease_revoke(
+        &self,
+        req: LeaseRevokeRequest,
+        caller: Option<&AuthInfo>,
+    ) -> Result<LeaseRevokeResponse> {
+        self.write(Request::LeaseRevoke(req), caller, |a| match a {
             Applied::LeaseRevoke(resp) => Some(resp),
             _ => None,
         })
@@ -331,7 +418,12 @@ impl Server {
     /// One keep-alive: the lease's TTL, or 0 for an unknown or expired lease (not an error).
     /// Answered from memory, as etcd's leader does; the lease clock records the renewal soon
     /// after (see `crate::lease`).
-    pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+    pub async fn lease_keep_alive(
+        &self,
+        id: i64,
+        caller: Option<&AuthInfo>,
+    ) -> Result<LeaseKeepAliveResponse> {
+        self.check_lease_keys(id, caller, true)?;
         let link = &self.inner.leader_link;
         if let Some(mut resp) =
             self.on_leader(|url| async move { link.keep_alive(&url, id).await }).await?
@@ -359,7 +451,12 @@ impl Server {
     pub async fn lease_time_to_live(
         &self,
         req: LeaseTimeToLiveRequest,
+        caller: Option<&AuthInfo>,
     ) -> Result<LeaseTimeToLiveResponse> {
+        self.require_caller(caller)?;
+        if req.keys {
+            self.check_lease_keys(req.id, caller, false)?;
+        }
         let link = &self.inner.leader_link;
         let forwarded =
             self.on_leader(|url| async move { link.time_to_live(&url, req).await }).await?;
@@ -397,8 +494,49 @@ impl Server {
         })
     }
 
-    pub fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
-        let leases = self.inner.lessor.ids().into_iter().map(|id| LeaseStatus { id }).collect();
+    /// etcd's lease checks outside raft: with auth on, a caller is needed, and unless it is
+    /// root it must be able to write (renew) or read (inspect) every key on the lease.
+    fn check_lease_keys(&self, id: i64, caller: Option<&AuthInfo>, write: bool) -> Result<()> {
+        let auth = &self.inner.auth;
+        if !auth.is_enabled() {
+            return Ok(());
+        }
+        let caller = caller.ok_or(auth::Error::UserEmpty)?;
+        if auth.check_admin(Some(caller)).is_ok() {
+            return Ok(());
+        }
+        let revision = auth.revision();
+        let store = &self.inner.store;
+        let txn = store.backend.read_txn().map_err(crate::mvcc::Error::from)?;
+        for key in store.lease_keys(&txn, id)? {
+            if write {
+                auth.check_write(caller, &key, &[])?;
+            } else {
+                auth.check_read(caller, &key, &[])?;
+            }
+        }
+        if write && revision != auth.revision() {
+            return Err(auth::Error::AuthOldRevision.into());
+        }
+        Ok(())
+    }
+
+    pub fn lease_leases(&self, caller: Option<&AuthInfo>) -> Result<LeaseLeasesResponse> {
+        let ids = self.inner.lessor.ids();
+        let auth = &self.inner.auth;
+        if auth.is_enabled() {
+            let revision = auth.revision();
+            let caller = caller.ok_or(auth::Error::UserEmpty)?;
+            if auth.check_admin(Some(caller)).is_err() {
+                for &id in &ids {
+                    self.check_lease_keys(id, Some(caller), false)?;
+                }
+                if revision != auth.revision() {
+                    return Err(auth::Error::AuthOldRevision.into());
+                }
+            }
+        }
+        let leases = ids.into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(LeaseLeasesResponse { header: Some(self.header(self.current_revision()?)), leases })
     }
 
@@ -410,7 +548,7 @@ impl Server {
             name: local.name.clone(),
             client_urls: local.client_urls.clone(),
         };
-        self.propose(Request::MemberAttributes(attributes)).await?;
+        self.propose(Request::MemberAttributes(attributes), None).await?;
         Ok(())
     }
 
@@ -421,7 +559,7 @@ impl Server {
         }
         // etcd revokes at most 1000 leases per second.
         for id in self.inner.lessor.take_expired(500) {
-            match self.lease_revoke(LeaseRevokeRequest { id }).await {
+            match self.lease_revoke(LeaseRevokeRequest { id }, Some(&AuthInfo::member())).await {
                 Ok(_) | Err(Error::Mvcc(crate::mvcc::Error::LeaseNotFound)) => {}
                 Err(err) => {
                     tracing::warn!(lease = id, error = %err, "failed to revoke an expired lease; will retry");
@@ -469,7 +607,7 @@ impl Server {
             .map(|(id, remaining_ms)| LeaseRenewal { id, remaining_ms })
             .collect();
         let tick = LeaseTick { elapsed_ms: elapsed.as_millis() as i64, renewals };
-        self.propose(Request::LeaseTick(tick)).await?;
+        self.propose(Request::LeaseTick(tick), None).await?;
         Ok(true)
     }
 
@@ -478,16 +616,21 @@ impl Server {
     async fn write<T: Stamped>(
         &self,
         request: Request,
+        caller: Option<&AuthInfo>,
         take: fn(Applied) -> Option<T>,
     ) -> Result<T> {
-        let applied = self.propose(request).await?;
+        let applied = self.propose(request, caller).await?;
         let mut resp = take(applied).expect("a request applies as its own kind of response");
         self.stamp(resp.header_mut());
         Ok(resp)
     }
 
-    async fn propose(&self, request: Request) -> Result<Applied> {
-        let data = RaftRequest { request: Some(request) }.encode_to_vec();
+    /// Proposes `request` on behalf of `caller`, whose permissions every member checks when
+    /// applying it.
+    async fn propose(&self, request: Request, caller: Option<&AuthInfo>) -> Result<Applied> {
+        let caller =
+            caller.map(|c| Caller { username: c.username.clone(), auth_revision: c.revision });
+        let data = RaftRequest { request: Some(request), caller }.encode_to_vec();
         if data.len() > self.inner.limits.max_request_bytes {
             return Err(Error::RequestTooLarge);
         }

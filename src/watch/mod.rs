@@ -402,6 +402,19 @@ impl WatchStream {
         }
     }
 
+    /// Answers a create request that may not be served (etcd's auth refusal): created and
+    /// canceled at once, with watch id -1 and `reason`.
+    pub async fn refuse(&self, reason: &str) {
+        let refusal = {
+            let state = self.hub.lock();
+            let Some(stream) = state.streams.get(&self.id) else {
+                return;
+            };
+            (stream.tx.clone(), created_failure(reason, state.last_published))
+        };
+        let _ = refusal.0.send(refusal.1).await;
+    }
+
     /// Cancels a watcher; an unknown id is ignored, as etcd does.
     pub async fn cancel(&self, watch_id: WatchId) {
         let tx = {

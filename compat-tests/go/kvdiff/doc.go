@@ -13,5 +13,6 @@
 // The tests skip when RSETCD_BIN is unset. Besides the table of scenarios
 // (TestKVDiff) the package checks Status and MemberList field by field
 // (TestStatus, TestMemberList) and, against rsetcd only, that the services
-// not built yet answer Unimplemented (TestUnbuiltRPCsSayUnimplemented).
+// not built (Maintenance.Downgrade) answer Unimplemented
+// (TestUnbuiltRPCsSayUnimplemented).
 package kvdiff

@@ -9,72 +9,17 @@ import io.etcd.jetcd.Client;
 import io.etcd.jetcd.KV;
 import io.etcd.jetcd.auth.AuthRoleGetResponse;
 import io.etcd.jetcd.auth.Permission;
-import io.etcd.jetcd.common.exception.EtcdException;
 import io.grpc.Status;
-import io.grpc.StatusRuntimeException;
 import java.util.List;
-import java.util.Map;
-import java.util.concurrent.CompletableFuture;
-import java.util.function.Supplier;
-import org.junit.jupiter.api.Assumptions;
 
 /**
  * Auth: users, roles, permissions, and what enabling auth does to clients.
  *
- * <p><b>Expected to fail on rsetcd.</b> rsetcd has no Auth service yet (the repository README
- * lists "Auth, TLS, the JSON gateway" as not built, issue 5): it answers every Auth RPC
- * with gRPC {@code UNIMPLEMENTED}. While {@link #RSETCD_HAS_AUTH} is false, the
- * {@code [rsetcd]} run of each test checks exactly that (a real assertion: any other answer
- * fails the test) and then aborts through a JUnit assumption, so the run reports it as
- * <i>skipped</i> with the reason {@link #RSETCD_GAP}. The {@code [etcd]} run does the whole
- * test. Once rsetcd builds Auth, the UNIMPLEMENTED check fails and says to set
- * {@link #RSETCD_HAS_AUTH} to true, which runs the full tests on rsetcd as well.
- *
  * <p>Each test starts a fresh server: enabling auth changes the whole server.
  */
 class AuthTest extends CompatTest {
-    /** Flip to true once rsetcd implements the Auth service. */
-    static final boolean RSETCD_HAS_AUTH = false;
-
-    static final String RSETCD_GAP = "expected failure on rsetcd: the Auth service is not built yet "
-        + "(README 'not built', issue 5); checked that it answers UNIMPLEMENTED";
-
     private static final String ROOT_PW = "root-pw";
     private static final String ALICE_PW = "alice-pw";
-
-    /**
-     * On rsetcd without Auth: asserts that each Auth RPC answers UNIMPLEMENTED, then aborts
-     * the test (reported as skipped, with the reason). Does nothing on etcd.
-     */
-    private static void checkRsetcdGap(ServerKind kind, Auth auth) {
-        if (kind != ServerKind.RSETCD || RSETCD_HAS_AUTH) {
-            return;
-        }
-        Map<String, Supplier<CompletableFuture<?>>> calls = new java.util.LinkedHashMap<>();
-        calls.put("UserAdd", () -> auth.userAdd(bs("root"), bs(ROOT_PW)));
-        calls.put("RoleAdd", () -> auth.roleAdd(bs("root")));
-        calls.put("UserList", auth::userList);
-        calls.put("RoleList", auth::roleList);
-        calls.put("UserGet", () -> auth.userGet(bs("root")));
-        calls.put("AuthEnable", auth::authEnable);
-        calls.put("AuthDisable", auth::authDisable);
-        for (var c : calls.entrySet()) {
-            Throwable t;
-            try {
-                t = failure(c.getValue().get());
-            } catch (AssertionError e) {
-                throw new AssertionError("rsetcd's Auth." + c.getKey() + " no longer fails with UNIMPLEMENTED ("
-                    + e.getMessage() + "): if Auth is built now, set AuthTest.RSETCD_HAS_AUTH = true", e);
-            }
-            Status.Code code = t instanceof EtcdException e ? Status.Code.valueOf(e.getErrorCode().name())
-                : t instanceof StatusRuntimeException e ? e.getStatus().getCode() : null;
-            if (code != Status.Code.UNIMPLEMENTED) {
-                fail("rsetcd's Auth." + c.getKey() + " should answer UNIMPLEMENTED while Auth is not built, got: " + t
-                    + " (if Auth is built now, set AuthTest.RSETCD_HAS_AUTH = true)");
-            }
-        }
-        Assumptions.abort(RSETCD_GAP);
-    }
 
     /** All messages along the cause chain (jetcd wraps authentication failures). */
     private static String messages(Throwable t) {
@@ -100,7 +45,6 @@ class AuthTest extends CompatTest {
     void usersRolesAndPermissions(ServerKind kind) {
         try (EtcdServer server = Servers.fresh(kind)) {
             Auth auth = server.client().getAuthClient();
-            checkRsetcdGap(kind, auth);
 
             createUsers(auth);
             assertEquals(List.of("alice", "root"), await(auth.userList()).getUsers());
@@ -137,7 +81,6 @@ class AuthTest extends CompatTest {
         try (EtcdServer server = Servers.fresh(kind)) {
             Client anonymous = server.client();
             Auth auth = anonymous.getAuthClient();
-            checkRsetcdGap(kind, auth);
 
             assertRpcError(auth.authEnable(), Status.Code.FAILED_PRECONDITION, "etcdserver: root user does not exist");
             createUsers(auth);

@@ -1,0 +1,30 @@
+//! Authentication and role-based access control, as etcd's `server/auth`: users with bcrypt
+//! passwords, roles granting read and write on keys, ranges and prefixes, simple tokens, and
+//! the checks each request makes. Auth changes go through raft like any write; the checks
+//! run at apply time for writes (so every member decides alike) and before reading for
+//! reads.
+
+pub mod error;
+pub mod perms;
+pub mod store;
+pub mod tokens;
+
+pub use error::{Error, Result};
+pub use store::{AuthStore, Reply, ROOT_ROLE, ROOT_USER};
+
+/// Who makes a request: the user its token or certificate names, and the auth revision the
+/// credentials were checked at (etcd's AuthInfo). Revision 0 means no credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthInfo {
+    pub username: String,
+    pub revision: u64,
+}
+
+impl AuthInfo {
+    /// The member itself, for what it proposes on its own (revoking expired leases), as
+    /// etcd's `WithRoot`. While auth is on, user root exists and holds the root role (etcd
+    /// refuses to delete either), and no auth change can make these credentials stale.
+    pub fn member() -> AuthInfo {
+        AuthInfo { username: ROOT_USER.to_string(), revision: u64::MAX }
+    }
+}
