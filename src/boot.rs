@@ -84,7 +84,14 @@ pub async fn run(
     let lessor = Lessor::default();
     lessor.reload(&store)?;
     let min_lease_ttl = crate::lease::min_ttl(config.election_timeout);
-    let tokens = crate::auth::tokens::SimpleTokens::new(config.auth_token_ttl);
+    let tokens = match &config.auth_token {
+        crate::config::AuthToken::Simple => crate::auth::tokens::Tokens::Simple(
+            crate::auth::tokens::SimpleTokens::new(config.auth_token_ttl),
+        ),
+        crate::config::AuthToken::Jwt(options) => crate::auth::tokens::Tokens::Jwt(
+            crate::auth::jwt::JwtTokens::from_options(options).context("--auth-token")?,
+        ),
+    };
     let auth = Arc::new(crate::auth::AuthStore::open(&backend, tokens, config.bcrypt_cost)?);
     let applier =
         Applier::new(store.clone(), hub.clone(), lessor.clone(), auth.clone(), min_lease_ttl);
@@ -172,7 +179,7 @@ pub async fn run(
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
-            auth.tokens().sweep();
+            auth.sweep_tokens();
         }
     });
 

@@ -83,6 +83,7 @@ pub fn to_status(err: Error) -> Status {
 pub fn auth_status(err: &auth::Error) -> Status {
     use auth::Error as A;
     let code = match err {
+        A::TokenSigning(text) => return Status::unknown(text.clone()),
         A::UserEmpty
         | A::RoleEmpty
         | A::AuthFailed

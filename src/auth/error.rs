@@ -37,6 +37,9 @@ pub enum Error {
     InvalidAuthMgmt,
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    /// A JWT could not be signed (etcd sends its text as is, with code Unknown).
+    #[error("{0}")]
+    TokenSigning(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

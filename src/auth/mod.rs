@@ -5,6 +5,7 @@
 //! reads.
 
 pub mod error;
+pub mod jwt;
 pub mod perms;
 pub mod store;
 pub mod tokens;

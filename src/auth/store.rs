@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::error::{Error, Result};
 use super::perms::{is_valid_permission_range, UserPerms};
-use super::tokens::SimpleTokens;
+use super::tokens::Tokens;
 use super::AuthInfo;
 use crate::backend::{meta_key, Backend};
 use crate::pb::authpb::{permission, Permission, Role, User, UserAddOptions};
@@ -112,12 +112,12 @@ fn has_root_role(user: &User) -> bool {
 
 pub struct AuthStore {
     state: RwLock<State>,
-    tokens: SimpleTokens,
+    tokens: Tokens,
     bcrypt_cost: u32,
 }
 
 impl AuthStore {
-    pub fn open(backend: &Backend, tokens: SimpleTokens, bcrypt_cost: u32) -> heed::Result<Self> {
+    pub fn open(backend: &Backend, tokens: Tokens, bcrypt_cost: u32) -> heed::Result<Self> {
         let store = Self { state: RwLock::new(State::default()), tokens, bcrypt_cost };
         store.reload(backend)?;
         Ok(store)
@@ -128,7 +128,9 @@ impl AuthStore {
         let txn = backend.read_txn()?;
         let state = State::decode(backend.meta().get(&txn, meta_key::AUTH)?);
         *self.write() = state;
-        self.tokens.forget_all();
+        if let Tokens::Simple(simple) = &self.tokens {
+            simple.forget_all();
+        }
         Ok(())
     }
 
@@ -148,14 +150,38 @@ impl AuthStore {
         self.read().revision
     }
 
-    pub fn tokens(&self) -> &SimpleTokens {
-        &self.tokens
+    /// Forgets expired simple tokens.
+    pub fn sweep_tokens(&self) {
+        if let Tokens::Simple(simple) = &self.tokens {
+            simple.sweep();
+        }
     }
 
-    /// Who a simple token belongs to, checked at the current auth revision.
+    /// The raft index a simple token was issued at (a member answers for it only once it
+    /// applied that index); `None` for JWTs, which need no member state.
+    pub fn token_index(&self, token: &str) -> Result<Option<u64>> {
+        match &self.tokens {
+            Tokens::Simple(_) => {
+                let index = super::tokens::SimpleTokens::index_of(token);
+                Ok(Some(index.ok_or(Error::InvalidAuthToken)?))
+            }
+            Tokens::Jwt(_) => Ok(None),
+        }
+    }
+
+    /// Who a token belongs to: a simple token is checked at the current auth revision, a
+    /// JWT at the revision it was issued at.
     pub fn user_of_token(&self, token: &str) -> Result<AuthInfo> {
-        let username = self.tokens.user_of(token).ok_or(Error::InvalidAuthToken)?;
-        Ok(AuthInfo { username, revision: self.revision() })
+        match &self.tokens {
+            Tokens::Simple(simple) => {
+                let username = simple.user_of(token).ok_or(Error::InvalidAuthToken)?;
+                Ok(AuthInfo { username, revision: self.revision() })
+            }
+            Tokens::Jwt(jwt) => {
+                let (username, revision) = jwt.verify(token).ok_or(Error::InvalidAuthToken)?;
+                Ok(AuthInfo { username, revision })
+            }
+        }
     }
 
     /// etcd's `isOpPermitted`: with auth on, the caller must be known, its credentials
@@ -287,7 +313,7 @@ fn needs_admin(request: &Request) -> bool {
 
 fn apply_to(
     state: &mut State,
-    tokens: &SimpleTokens,
+    tokens: &Tokens,
     index: u64,
     caller: &AuthInfo,
     request: Request,
@@ -308,7 +334,9 @@ fn apply_to(
             if state.enabled {
                 state.enabled = false;
                 bump(state);
-                tokens.forget_all();
+                if let Tokens::Simple(simple) = tokens {
+                    simple.forget_all();
+                }
             }
             Reply::Disable(Default::default())
         }
@@ -325,8 +353,16 @@ fn apply_to(
             if user.options.as_ref().is_some_and(|o| o.no_password) {
                 return Err(Error::AuthFailed);
             }
-            let token = format!("{simple_token}.{index}");
-            tokens.assign(token.clone(), &name);
+            let token = match tokens {
+                Tokens::Simple(simple) => {
+                    let token = format!("{simple_token}.{index}");
+                    simple.assign(token.clone(), &name);
+                    token
+                }
+                Tokens::Jwt(jwt) => jwt
+                    .sign(&name, state.revision)
+                    .map_err(|err| Error::TokenSigning(err.to_string()))?,
+            };
             Reply::Authenticate(pb::AuthenticateResponse { header: None, token })
         }
         Request::UserAdd(req) => {
@@ -358,7 +394,9 @@ fn apply_to(
             }
             state.users.remove(&req.name).ok_or(Error::UserNotFound)?;
             bump(state);
-            tokens.forget_user(&req.name);
+            if let Tokens::Simple(simple) = tokens {
+                simple.forget_user(&req.name);
+            }
             Reply::UserDelete(Default::default())
         }
         Request::UserChangePassword(req) => {
@@ -367,7 +405,9 @@ fn apply_to(
             user.password =
                 if no_password { Vec::new() } else { stored_password(&req.hashed_password)? };
             bump(state);
-            tokens.forget_user(&req.name);
+            if let Tokens::Simple(simple) = tokens {
+                simple.forget_user(&req.name);
+            }
             Reply::UserChangePassword(Default::default())
         }
         Request::UserGrantRole(req) => {
@@ -442,10 +482,8 @@ fn apply_to(
         }
         Request::RoleGet(req) => {
             if state.enabled && !state.is_admin(&caller.username) {
-                let holds = state
-                    .users
-                    .get(&caller.username)
-                    .is_some_and(|u| u.roles.contains(&req.role));
+                let holds =
+                    state.users.get(&caller.username).is_some_and(|u| u.roles.contains(&req.role));
                 if !holds {
                     return Err(admin_error(state, caller));
                 }

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+/// How this member issues and checks tokens (`--auth-token`).
+pub enum Tokens {
+    Simple(SimpleTokens),
+    Jwt(super::jwt::JwtTokens),
+}
+
 const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const PREFIX_LEN: usize = 16;
 

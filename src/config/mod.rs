@@ -126,6 +126,7 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     pub etcd_version: String,
     pub watch_progress_interval: Duration,
+    pub auth_token: AuthToken,
     /// How long an unused simple token stays valid (`--auth-token-ttl`, seconds).
     pub auth_token_ttl: Duration,
     /// bcrypt's cost for new passwords (`--bcrypt-cost`).
@@ -133,6 +134,30 @@ pub struct Config {
     /// Flags given that rsetcd does not act on yet (warned about at start-up).
     pub ignored_flags: Vec<String>,
     pub unknown_env: Vec<String>,
+}
+
+/// `--auth-token`: etcd's `simple`, or `jwt` with its `key=value` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthToken {
+    Simple,
+    Jwt(Vec<(String, String)>),
+}
+
+/// etcd's `type[,key=value...]`; anything else is "auth: invalid auth options".
+fn parse_auth_token(text: &str) -> Result<AuthToken, ConfigError> {
+    let refuse = || invalid("auth-token", text, "auth: invalid auth options");
+    let mut parts = text.split(',');
+    let kind = parts.next().unwrap_or_default();
+    let mut options = Vec::new();
+    for part in parts {
+        let (key, value) = part.split_once('=').ok_or_else(refuse)?;
+        options.push((key.to_string(), value.to_string()));
+    }
+    match kind {
+        "simple" => Ok(AuthToken::Simple),
+        "jwt" => Ok(AuthToken::Jwt(options)),
+        _ => Err(refuse()),
+    }
 }
 
 /// What the command line asks for.
@@ -245,16 +270,7 @@ impl Config {
                 }
                 None => Duration::from_secs(600),
             };
-        match get("auth-token").unwrap_or("simple") {
-            "simple" => {}
-            text if text.starts_with("jwt") => {
-                return Err(ConfigError::Unsupported(
-                    "--auth-token jwt is not supported by rsetcd yet; use simple".into(),
-                ))
-            }
-            // etcd: "auth: invalid auth options".
-            text => return Err(invalid("auth-token", text, "auth: invalid auth options")),
-        }
+        let auth_token = parse_auth_token(get("auth-token").unwrap_or("simple"))?;
         let auth_token_ttl: u64 = number(get("auth-token-ttl"), "auth-token-ttl", 300)?;
         let bcrypt_cost: u32 = number(get("bcrypt-cost"), "bcrypt-cost", 10)?;
         // etcd warns and falls back to the default cost outside bcrypt's range.
@@ -298,6 +314,7 @@ impl Config {
             etcd_version,
             // etcd never notifies more often than every 100 ms.
             watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),
+            auth_token,
             auth_token_ttl: Duration::from_secs(auth_token_ttl.max(1)),
             bcrypt_cost,
             ignored_flags,

@@ -248,8 +248,7 @@ impl Server {
         let Some(token) = token.filter(|_| auth.is_enabled()) else {
             return Ok(None);
         };
-        let index =
-            auth::tokens::SimpleTokens::index_of(token).ok_or(auth::Error::InvalidAuthToken)?;
+        let index = auth.token_index(token)?.unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.inner.limits.request_timeout;
         while self.inner.status.applied.load(Ordering::Acquire) < index {
             if tokio::time::Instant::now() >= deadline {
