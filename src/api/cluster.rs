@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::api::credentials::require_admin;
+use crate::api::credentials::{caller, require_admin, require_user};
 use crate::api::status::to_status;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
@@ -26,10 +26,13 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        require_admin(&self.server, &request).await?;
+        let caller = caller(&self.server, &request).await?;
         let MemberAddRequest { peer_ur_ls, is_learner } = request.into_inner();
-        let (member, members) =
-            self.server.member_add(peer_ur_ls, is_learner).await.map_err(to_status)?;
+        let (member, members) = self
+            .server
+            .member_add(peer_ur_ls, is_learner, caller.as_ref())
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(MemberAddResponse {
             header: Some(self.server.header(0)),
             member: Some(pb::Member::from(&member)),
@@ -53,9 +56,10 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        require_admin(&self.server, &request).await?;
+        let caller = caller(&self.server, &request).await?;
         let MemberUpdateRequest { id, peer_ur_ls } = request.into_inner();
-        let members = self.server.member_update(id, peer_ur_ls).await.map_err(to_status)?;
+        let members =
+            self.server.member_update(id, peer_ur_ls, caller.as_ref()).await.map_err(to_status)?;
         Ok(Response::new(MemberUpdateResponse {
             header: Some(self.server.header(0)),
             members: to_pb(&members),
@@ -78,6 +82,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        require_user(&self.server, &request).await?;
         let members =
             self.server.members(request.get_ref().linearizable).await.map_err(to_status)?;
         // etcd sends revision 0 in Cluster headers.

@@ -41,13 +41,34 @@ fn held(leader: Option<LeaderKey>) -> Result<Held, Status> {
     })
 }
 
+/// The recipes acting for the request's caller; a bad token fails as any recipe error
+/// does (code Unknown, etcd's text).
+async fn for_caller<T>(recipes: &Recipes, request: &Request<T>) -> Result<Recipes, Status> {
+    match caller(&recipes.server, request).await {
+        Ok(who) => Ok(recipes.for_caller(who)),
+        Err(status) => Err(Status::unknown(status.message())),
+    }
+}
+
+impl ElectionService {
+    async fn for_caller<T>(&self, request: &Request<T>) -> Result<Recipes, Status> {
+        for_caller(&self.recipes, request).await
+    }
+}
+
+impl LockService {
+    async fn for_caller<T>(&self, request: &Request<T>) -> Result<Recipes, Status> {
+        for_caller(&self.recipes, request).await
+    }
+}
+
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let req = request.into_inner();
         let held =
             recipes.campaign(&req.name, req.lease, &req.value).await.map_err(recipe_status)?;
@@ -67,7 +88,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let req = request.into_inner();
         let held = held(req.leader)?;
         let header = recipes.proclaim(&held, &req.value).await.map_err(recipe_status)?;
@@ -80,7 +101,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let (header, kv) =
             recipes.leader(&request.into_inner().name).await.map_err(recipe_status)?;
         let kv = kv.ok_or_else(|| recipe_status(RecipeError::NoLeader))?;
@@ -94,7 +115,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let name = request.into_inner().name;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
@@ -124,7 +145,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let held = held(request.into_inner().leader)?;
         let header = recipes.resign(&held).await.map_err(recipe_status)?;
         Ok(Response::new(ResignResponse {
@@ -136,7 +157,7 @@ impl Election for ElectionService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let req = request.into_inner();
         let held = recipes.lock(&req.name, req.lease).await.map_err(recipe_status)?;
         Ok(Response::new(LockResponse {
@@ -149,7 +170,7 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let recipes = self.recipes.for_caller(caller(&self.recipes.server, &request).await?);
+        let recipes = self.for_caller(&request).await?;
         let header = recipes.unlock(&request.into_inner().key).await.map_err(recipe_status)?;
         Ok(Response::new(UnlockResponse {
             header: Some(self.recipes.server.header(header.revision)),

@@ -34,6 +34,7 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let caller = caller(&self.server, &request).await?;
+        self.server.require_caller(caller.as_ref()).map_err(to_status)?;
         let resp = self.server.lease_revoke(request.into_inner(), caller.as_ref()).await;
         resp.map(Response::new).map_err(to_status)
     }

@@ -84,6 +84,7 @@ pub fn auth_status(err: &auth::Error) -> Status {
     use auth::Error as A;
     let code = match err {
         A::TokenSigning(text) => return Status::unknown(text.clone()),
+        A::NoPasswordUser => return Status::unknown(err.to_string()),
         A::UserEmpty
         | A::RoleEmpty
         | A::AuthFailed

@@ -37,6 +37,9 @@ pub enum Error {
     InvalidAuthMgmt,
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    /// etcd never maps this one to an `etcdserver:` text; it travels as code Unknown.
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     /// A JWT could not be signed (etcd sends its text as is, with code Unknown).
     #[error("{0}")]
     TokenSigning(String),

@@ -255,7 +255,7 @@ impl AuthStore {
             }
             let user = state.users.get(name).ok_or(Error::AuthFailed)?;
             if user.options.as_ref().is_some_and(|o| o.no_password) {
-                return Err(Error::AuthFailed);
+                return Err(Error::NoPasswordUser);
             }
             (user.password.clone(), state.revision)
         };
@@ -305,10 +305,7 @@ impl AuthStore {
 
 /// The auth requests only root may make when auth is on (etcd's `needAdminPermission`).
 fn needs_admin(request: &Request) -> bool {
-    !matches!(
-        request,
-        Request::Status(_) | Request::Authenticate(_) | Request::UserGet(_) | Request::RoleGet(_)
-    )
+    !matches!(request, Request::Authenticate(_) | Request::UserGet(_) | Request::RoleGet(_))
 }
 
 fn apply_to(

@@ -46,8 +46,11 @@ impl Server {
         &self,
         peer_urls: Vec<String>,
         is_learner: bool,
+        caller: Option<&crate::auth::AuthInfo>,
     ) -> Result<(Member, Vec<Member>)> {
+        // etcd validates the URLs before it checks who asks.
         check_urls(&peer_urls)?;
+        self.check_admin(caller)?;
         let members = self.members(true).await?;
         if members.iter().any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(Error::PeerUrlExists);
@@ -121,8 +124,14 @@ impl Server {
         self.propose_conf_change(change, false).await
     }
 
-    pub async fn member_update(&self, id: u64, peer_urls: Vec<String>) -> Result<Vec<Member>> {
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+        caller: Option<&crate::auth::AuthInfo>,
+    ) -> Result<Vec<Member>> {
         check_urls(&peer_urls)?;
+        self.check_admin(caller)?;
         let members = self.members(true).await?;
         if !members.iter().any(|m| m.id == id) {
             return Err(Error::MemberNotFound);
