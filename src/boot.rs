@@ -42,6 +42,10 @@ pub async fn run(
         tracing::warn!(variable = var.as_str(), "unrecognized environment variable");
     }
     crate::metrics::install();
+    let client_tls = match &config.client_tls {
+        Some(settings) => Some(settings.server_config().context("client TLS")?),
+        None => None,
+    };
     let listeners = bind_all(&config.listen_client_urls, 2379).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls, 2380).await?;
     let metrics_listeners = bind_all(&config.listen_metrics_urls, 2381).await?;
@@ -172,6 +176,7 @@ pub async fn run(
             etcd_version: config.etcd_version.clone(),
             snapshot_dir: snapshot_dir.clone(),
             peer_health,
+            client_cert_auth: config.client_tls.as_ref().is_some_and(|t| t.client_cert_auth),
         },
     );
     let lease_loop = tokio::spawn(server.clone().run_lease_loop());
@@ -197,13 +202,18 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
-    for (listener, addr) in listeners {
+    for ((listener, addr), url) in listeners.into_iter().zip(&config.listen_client_urls) {
         let settings =
             crate::api::ApiSettings { watch_progress_interval: config.watch_progress_interval };
         let router = crate::api::router(server.clone(), hub.clone(), settings).await;
         let mut stop = stop_rx.clone();
-        tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
-        tasks.push(tokio::spawn(crate::api::serve(router, listener, async move {
+        let tls = client_tls.clone().filter(|_| url.scheme() == "https");
+        if tls.is_some() {
+            tracing::info!(address = %addr, "serving client traffic securely");
+        } else {
+            tracing::info!(address = %addr, "serving client traffic insecurely; this is strongly discouraged!");
+        }
+        tasks.push(tokio::spawn(crate::api::serve(router, listener, tls, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
@@ -211,7 +221,7 @@ pub async fn run(
         let router = crate::api::metrics_router(server.clone());
         let mut stop = stop_rx.clone();
         tracing::info!(address = %addr, "serving metrics");
-        tasks.push(tokio::spawn(crate::api::serve(router, listener, async move {
+        tasks.push(tokio::spawn(crate::api::serve(router, listener, None, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }

@@ -17,6 +17,7 @@
 //! peer     member-to-member traffic: raft message streams, lease forwarding
 //! config   etcd's flags, environment variables and defaults
 //! restore  `rsetcd snapshot restore`: a data dir from a saved snapshot
+//! tls      TLS on the client port (rustls), with etcd's flags
 //! logging  zap-style JSON log lines, as etcd writes them
 //! metrics  Prometheus metrics with etcd's names, rendered at /metrics
 //! ```
@@ -39,4 +40,5 @@ pub mod raft;
 pub mod recipes;
 pub mod restore;
 pub mod server;
+pub mod tls;
 pub mod watch;

@@ -93,12 +93,13 @@ impl Gateway {
             Ok(requests) => requests,
             Err(status) => return json_error(status),
         };
+        let credentials = gateway_credentials(authorization);
         let (stream, responses) = self.recipes.hub.open_stream();
         let stream = Arc::new(stream);
         for request in requests {
             match request.request_union {
                 Some(RequestUnion::CreateRequest(create)) => {
-                    match super::watch::permit(&self.server, authorization, &create).await {
+                    match super::watch::permit(&self.server, &credentials, &create).await {
                         Ok(()) => stream.create(create).await,
                         Err(reason) => stream.refuse(&reason).await,
                     }
@@ -142,7 +143,7 @@ impl Gateway {
             };
         let mut out = Vec::new();
         for request in requests {
-            let caller = self.server.caller(authorization).await;
+            let caller = self.server.caller(&gateway_credentials(authorization)).await;
             let renewed = match caller {
                 Ok(caller) => self.server.lease_keep_alive(request.id, caller.as_ref()).await,
                 Err(err) => Err(err),
@@ -426,6 +427,13 @@ impl Gateway {
             _ => return None,
         })
     }
+}
+
+/// What a gateway request brings: its `Authorization` token only (etcd never takes the CN
+/// of the gateway's own connection as the user).
+fn gateway_credentials(authorization: Option<&str>) -> crate::auth::Credentials {
+    let token = authorization.map(|a| a.strip_prefix("Bearer ").unwrap_or(a).to_string());
+    crate::auth::Credentials { token, common_name: None }
 }
 
 /// Decodes the JSON request, calls the handler and encodes its answer.

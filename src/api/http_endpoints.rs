@@ -81,6 +81,12 @@ where
         }
         let path = request.uri().path();
         if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
+            if self.server.refuses_gateway_cn(client_cn(&request).as_deref()) {
+                // etcd's words: its gateway would otherwise act as its own certificate.
+                let refusal = "CommonName of client sending a request against gateway will be \
+                               ignored and not used as expected\n";
+                return Box::pin(async move { Ok(text(StatusCode::BAD_REQUEST, refusal)) });
+            }
             if let Some(gateway) = self.gateway.clone() {
                 let limit = self.server.limits().max_request_bytes + super::GRPC_OVERHEAD_BYTES;
                 return Box::pin(async move { Ok(gateway_call(gateway, request, limit).await) });
@@ -94,6 +100,14 @@ where
             Ok(respond(&server, &method, uri.path(), &query).await)
         })
     }
+}
+
+/// The Subject CN of the client certificate an HTTP request came with over TLS.
+fn client_cn<B>(request: &Request<B>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    crate::tls::common_name(certs.first()?)
 }
 
 async fn respond(server: &Server, method: &Method, path: &str, query: &Query) -> Response<Body> {

@@ -4,7 +4,7 @@ use tokio_stream::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::credentials::{caller, token};
+use super::credentials::{caller, credentials};
 use super::status::to_status;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
@@ -46,13 +46,13 @@ impl Lease for LeaseService {
         let server = self.server.clone();
         // Resolved again for each keep-alive, as etcd does (and each use keeps the token
         // alive).
-        let token = token(request.metadata());
+        let credentials = credentials(&request);
         // One response per request, in order; the stream ends when the client's side does.
         let responses = request.into_inner().then(move |message| {
-            let (server, token) = (server.clone(), token.clone());
+            let (server, credentials) = (server.clone(), credentials.clone());
             async move {
                 let req = message?;
-                let caller = server.caller(token.as_deref()).await.map_err(to_status)?;
+                let caller = server.caller(&credentials).await.map_err(to_status)?;
                 server.lease_keep_alive(req.id, caller.as_ref()).await.map_err(to_status)
             }
         });

@@ -111,8 +111,14 @@ pub fn metrics_router(server: Server) -> ClientRouter {
 pub async fn serve(
     router: ClientRouter,
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    if let Some(tls) = tls {
+        return router
+            .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+            .await;
+    }
     // Without TCP_NODELAY a small unary reply waits for the peer's delayed ACK (tens of ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown).await

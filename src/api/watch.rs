@@ -28,7 +28,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        let token = super::credentials::token(request.metadata());
+        let credentials = super::credentials::credentials(&request);
         let mut inbound = request.into_inner();
         let (stream, responses) = self.hub.open_stream();
         let interval = self.progress_interval;
@@ -41,7 +41,7 @@ impl Watch for WatchService {
                     message = inbound.message() => match message {
                         Ok(Some(req)) => match req.request_union {
                             Some(RequestUnion::CreateRequest(create)) => {
-                                match permit(&server, token.as_deref(), &create).await {
+                                match permit(&server, &credentials, &create).await {
                                     Ok(()) => stream.create(create).await,
                                     Err(reason) => stream.refuse(&reason).await,
                                 }
@@ -71,7 +71,7 @@ impl Watch for WatchService {
 /// `Err` is the cancel reason etcd gives, which keeps gRPC's `rpc error: ...` wording.
 pub async fn permit(
     server: &Server,
-    token: Option<&str>,
+    credentials: &auth::Credentials,
     create: &WatchCreateRequest,
 ) -> Result<(), String> {
     // A negative start revision is refused as compacted before any auth check.
@@ -79,7 +79,7 @@ pub async fn permit(
         return Ok(());
     }
     let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
-    let checked = match server.caller(token).await {
+    let checked = match server.caller(credentials).await {
         Ok(caller) => {
             let anonymous = AuthInfo::default();
             let caller = caller.as_ref().unwrap_or(&anonymous);

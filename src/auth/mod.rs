@@ -13,6 +13,14 @@ pub mod tokens;
 pub use error::{Error, Result};
 pub use store::{AuthStore, Reply, ROOT_ROLE, ROOT_USER};
 
+/// What a request brings to prove who sends it: the token of its metadata, and the Subject
+/// CN of the verified client certificate it was sent with ("" for one without a CN).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub common_name: Option<String>,
+}
+
 /// Who makes a request: the user its token or certificate names, and the auth revision the
 /// credentials were checked at (etcd's AuthInfo). Revision 0 means no credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,5 +35,9 @@ impl AuthInfo {
     /// refuses to delete either), and no auth change can make these credentials stale.
     pub fn member() -> AuthInfo {
         AuthInfo { username: ROOT_USER.to_string(), revision: u64::MAX }
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.revision == u64::MAX && self.username == ROOT_USER
     }
 }

@@ -79,7 +79,9 @@ pub fn load(
         let bad =
             |reason: String| FileError::BadValue { path: shown.clone(), key: key.clone(), reason };
         if key == "client-transport-security" || key == "peer-transport-security" {
-            tls_section(&key, value).map_err(bad)?;
+            for (flag, text) in tls_section(&key, value).map_err(bad)? {
+                values.insert(flag, text);
+            }
             continue;
         }
         if IGNORED.contains(&key.as_str()) {
@@ -118,30 +120,41 @@ fn flag_text(spec: &FlagSpec, value: Value) -> Result<Option<String>, String> {
     }
 }
 
-/// TLS settings are refused until rsetcd serves TLS, unless they are all empty or off.
-fn tls_section(section: &str, value: Value) -> Result<(), String> {
+/// The client section's settings become the client TLS flags (`cert-file`,
+/// `client-cert-auth`, ...). Peer TLS is not served yet, so a peer section that sets
+/// anything is refused, as is a client setting rsetcd does not act on.
+fn tls_section(section: &str, value: Value) -> Result<Vec<(&'static str, String)>, String> {
     let entries = match value {
-        Value::Null => return Ok(()),
+        Value::Null => return Ok(Vec::new()),
         Value::Mapping(entries) => entries,
         other => return Err(format!("expected a mapping, found {}", kind_of(&other))),
     };
+    let mut flags = Vec::new();
     for (key, value) in entries {
         let key = key.as_str().unwrap_or_default().to_string();
         if !TLS_KEYS.contains(&key.as_str()) {
             return Err(format!("unknown key {key:?} in {section}"));
         }
-        let set = match &value {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::String(s) => !s.is_empty(),
-            Value::Sequence(items) => !items.is_empty(),
-            _ => true,
+        let text = match &value {
+            Value::Null => continue,
+            Value::Bool(b) => b.to_string(),
+            Value::String(s) if s.is_empty() => continue,
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(format!("{key}: expected a single value, found {}", kind_of(other)))
+            }
         };
-        if set {
-            return Err(format!("{key} is set, but rsetcd does not serve TLS yet"));
-        }
+        let flag = match (section, key.as_str()) {
+            ("client-transport-security", "cert-file") => "cert-file",
+            ("client-transport-security", "key-file") => "key-file",
+            ("client-transport-security", "trusted-ca-file") => "trusted-ca-file",
+            ("client-transport-security", "client-cert-auth") => "client-cert-auth",
+            _ if text == "false" => continue,
+            _ => return Err(format!("{key} is set, but rsetcd does not serve it yet")),
+        };
+        flags.push((flag, text));
     }
-    Ok(())
+    Ok(flags)
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -198,8 +211,10 @@ mod tests {
         assert!(err.contains("\"strict-reconfig-check\": expected true or false"), "{err}");
         let err = load_text("name: [a, [b]]\n").unwrap_err().to_string();
         assert!(err.contains("\"name\""), "{err}");
-        let err = load_text("client-transport-security:\n  cert-file: /x.pem\n").unwrap_err();
-        assert!(err.to_string().contains("does not serve TLS yet"), "{err}");
+        let values = load_text("client-transport-security:\n  cert-file: /x.pem\n").unwrap();
+        assert_eq!(values["cert-file"], "/x.pem");
+        let err = load_text("peer-transport-security:\n  cert-file: /x.pem\n").unwrap_err();
+        assert!(err.to_string().contains("does not serve it yet"), "{err}");
         let err = load_text("name: [unclosed\n").unwrap_err().to_string();
         assert!(err.starts_with("config file "), "{err}");
     }

@@ -89,9 +89,13 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("discovery-proxy", Value, false),
     flag("discovery-srv", Value, false),
     flag("self-signed-cert-validity", Value, false),
-    flag("cipher-suites", Value, false),
-    flag("tls-min-version", Value, false),
-    flag("tls-max-version", Value, false),
+    flag("cipher-suites", Value, true),
+    flag("tls-min-version", Value, true),
+    flag("tls-max-version", Value, true),
+    flag("cert-file", Value, true),
+    flag("key-file", Value, true),
+    flag("trusted-ca-file", Value, true),
+    flag("client-cert-auth", Bool, true),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +131,8 @@ pub struct Config {
     pub etcd_version: String,
     pub watch_progress_interval: Duration,
     pub auth_token: AuthToken,
+    /// TLS on the client URLs (required when one of them is https).
+    pub client_tls: Option<crate::tls::TlsSettings>,
     /// How long an unused simple token stays valid (`--auth-token-ttl`, seconds).
     pub auth_token_ttl: Duration,
     /// bcrypt's cost for new passwords (`--bcrypt-cost`).
@@ -134,6 +140,42 @@ pub struct Config {
     /// Flags given that rsetcd does not act on yet (warned about at start-up).
     pub ignored_flags: Vec<String>,
     pub unknown_env: Vec<String>,
+}
+
+/// The client TLS settings: needed (and only used) when a client URL is https.
+fn client_tls<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    listen: &[Url],
+) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    let Some(https) = listen.iter().find(|u| u.scheme() == "https") else {
+        return Ok(None);
+    };
+    let file = |flag: &'static str| get(flag).filter(|t| !t.is_empty()).map(PathBuf::from);
+    let (Some(cert_file), Some(key_file)) = (file("cert-file"), file("key-file")) else {
+        return Err(ConfigError::Unsupported(format!(
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url {}",
+            display_url(https)
+        )));
+    };
+    let client_cert_auth = match get("client-cert-auth") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(invalid("client-cert-auth", other, "expected true or false")),
+    };
+    let settings = crate::tls::TlsSettings {
+        cert_file,
+        key_file,
+        trusted_ca_file: file("trusted-ca-file"),
+        client_cert_auth,
+        cipher_suites: get("cipher-suites")
+            .filter(|t| !t.is_empty())
+            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default(),
+        min_version: get("tls-min-version").unwrap_or("TLS1.2").to_string(),
+        max_version: get("tls-max-version").unwrap_or("").to_string(),
+    };
+    settings.check().map_err(|e| ConfigError::Unsupported(e.to_string()))?;
+    Ok(Some(settings))
 }
 
 /// `--auth-token`: etcd's `simple`, or `jwt` with its `key=value` options.
@@ -271,6 +313,7 @@ impl Config {
                 None => Duration::from_secs(600),
             };
         let auth_token = parse_auth_token(get("auth-token").unwrap_or("simple"))?;
+        let client_tls = client_tls(&get, &listen_client_urls)?;
         let auth_token_ttl: u64 = number(get("auth-token-ttl"), "auth-token-ttl", 300)?;
         let bcrypt_cost: u32 = number(get("bcrypt-cost"), "bcrypt-cost", 10)?;
         // etcd warns and falls back to the default cost outside bcrypt's range.
@@ -315,6 +358,7 @@ impl Config {
             // etcd never notifies more often than every 100 ms.
             watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),
             auth_token,
+            client_tls,
             auth_token_ttl: Duration::from_secs(auth_token_ttl.max(1)),
             bcrypt_cost,
             ignored_flags,
@@ -369,6 +413,7 @@ fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| invalid(flag, text, e.to_string()))?;
     match url.scheme() {
         "http" => {}
+        "https" if flag.contains("client") => {}
         "https" | "unix" | "unixs" => {
             return Err(invalid(
                 flag,

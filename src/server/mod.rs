@@ -61,6 +61,8 @@ pub struct Settings {
     pub snapshot_dir: std::path::PathBuf,
     /// Which peers this member has been connected to, and since when.
     pub peer_health: crate::peer::transport::PeerHealth,
+    /// `--client-cert-auth`: a request without a token acts as its certificate's CN.
+    pub client_cert_auth: bool,
 }
 
 /// Cloneable handle to the running member.
@@ -88,6 +90,7 @@ struct Inner {
     /// Where store copies are written (snapshots for clients and for members).
     snapshot_dir: std::path::PathBuf,
     peer_health: crate::peer::transport::PeerHealth,
+    client_cert_auth: bool,
 }
 
 impl Server {
@@ -100,7 +103,8 @@ impl Server {
         auth: Arc<AuthStore>,
         settings: Settings,
     ) -> Self {
-        let Settings { limits, etcd_version, snapshot_dir, peer_health } = settings;
+        let Settings { limits, etcd_version, snapshot_dir, peer_health, client_cert_auth } =
+            settings;
         let renewals_waiting = tokio::sync::Notify::new();
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -120,6 +124,7 @@ impl Server {
             leader_link: LeaderLink::default(),
             snapshot_dir,
             peer_health,
+            client_cert_auth,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -240,13 +245,19 @@ impl Server {
         &self.inner.auth
     }
 
-    /// Who a request's token names (etcd's `AuthInfoFromCtx`): nobody while auth is off or
-    /// without a token; a token that is unknown, expired or malformed is an error. A simple
-    /// token issued at a raft index this member has not applied yet is waited for.
-    pub async fn caller(&self, token: Option<&str>) -> Result<Option<AuthInfo>> {
+    /// Who a request's credentials name (etcd's `AuthInfoFromCtx`): nobody while auth is
+    /// off; the token's user (a token that is unknown, expired or malformed is an error; a
+    /// simple token issued at a raft index this member has not applied yet is waited for);
+    /// else, with `--client-cert-auth`, the client certificate's CN.
+    pub async fn caller(&self, credentials: &auth::Credentials) -> Result<Option<AuthInfo>> {
         let auth = &self.inner.auth;
-        let Some(token) = token.filter(|_| auth.is_enabled()) else {
+        if !auth.is_enabled() {
             return Ok(None);
+        }
+        let Some(token) = credentials.token.as_deref() else {
+            let common_name =
+                credentials.common_name.clone().filter(|_| self.inner.client_cert_auth);
+            return Ok(common_name.map(|username| AuthInfo { username, revision: auth.revision() }));
         };
         let index = auth.token_index(token)?.unwrap_or(0);
         let deadline = tokio::time::Instant::now() + self.inner.limits.request_timeout;
@@ -272,11 +283,23 @@ impl Server {
 
     fn check_after_read(&self, caller: Option<&AuthInfo>) -> Result<()> {
         match caller {
-            Some(c) if c.revision != 0 && c.revision != self.inner.auth.revision() => {
+            Some(c)
+                if c.revision != 0
+                    && !c.is_member()
+                    && c.revision != self.inner.auth.revision() =>
+            {
                 Err(auth::Error::AuthOldRevision.into())
             }
             _ => Ok(()),
         }
+    }
+
+    /// etcd refuses gateway requests made with a named client certificate while auth and
+    /// `--client-cert-auth` are on (the CN would not be the gateway's user).
+    pub fn refuses_gateway_cn(&self, common_name: Option<&str>) -> bool {
+        self.inner.client_cert_auth
+            && common_name.is_some_and(|cn| !cn.is_empty())
+            && self.inner.auth.is_enabled()
     }
 
     /// etcd's admin check: with auth on, only root.

@@ -11,7 +11,7 @@ import (
 // -parallel, default GOMAXPROCS); select one with -run 'TestAuthDiff/perms/kv'.
 func TestAuthDiff(t *testing.T) {
 	etcdproc.BinFromEnv(t)
-	refBin(t)
+	etcdproc.MustRefBin(t)
 	var all []scenario
 	for _, group := range [][]scenario{mgmtScenarios, authnScenarios, permScenarios, tokenScenarios} {
 		all = append(all, group...)

@@ -10,9 +10,12 @@ import (
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	epb "go.etcd.io/etcd/server/v3/etcdserver/api/v3election/v3electionpb"
 	lpb "go.etcd.io/etcd/server/v3/etcdserver/api/v3lock/v3lockpb"
 	"google.golang.org/grpc"
+
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 // Every helper below is one recorded step: a raw etcdserverpb (or
@@ -35,7 +38,7 @@ func summary(resp any, extra string) string {
 		if h.IsNil() {
 			out += "  no header\n"
 		} else {
-			out += "  header " + strings.TrimPrefix(render(h.Interface()), "ResponseHeader ")
+			out += "  header " + strings.TrimPrefix(transcript.Render(h.Interface()), "ResponseHeader ")
 		}
 	}
 	if extra != "" {
@@ -158,6 +161,11 @@ func (c *C) Revoke(who, role, key, end string) {
 
 // ---- KV ----
 
+// V3Get is a clientv3 Get of key by the clientv3 client who (see V3).
+func (c *C) V3Get(who, key string) {
+	c.V3(who, "Get "+key, func(ctx context.Context, cli *clientv3.Client) (any, error) { return cli.Get(ctx, key) })
+}
+
 func (c *C) Get(who, key string) { c.Range(who, &pb.RangeRequest{Key: []byte(key)}) }
 
 func (c *C) GetRange(who, key, end string) {
@@ -203,7 +211,7 @@ func (c *C) Compact(who string, rev int64) {
 }
 
 func oneLine(m any) string {
-	s := render(m)
+	s := transcript.Render(m)
 	s = s[strings.Index(s, " ")+1:]
 	return strings.Join(strings.Fields(s), " ")
 }
@@ -260,7 +268,7 @@ func (c *C) LeaseTTL(who string, id int64, keys bool) {
 		}
 		ttl := r.TTL
 		r.TTL = 0
-		return fmt.Sprintf("%sremaining ttl in [granted-10, granted]: %v\n", render(r), ttl <= r.GrantedTTL && ttl >= r.GrantedTTL-10), nil
+		return fmt.Sprintf("%sremaining ttl in [granted-10, granted]: %v\n", transcript.Render(r), ttl <= r.GrantedTTL && ttl >= r.GrantedTTL-10), nil
 	})
 }
 

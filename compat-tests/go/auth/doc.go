@@ -19,9 +19,9 @@
 // answers whose fields differ between servers by nature (IDs, URLs, hashes,
 // sizes) are summarized as their type, header and member count.
 //
-// Scenarios also state what etcd answers (Want): a step whose output lacks
-// that text fails the test on the server that gave it, so the transcripts are
-// known to contain the errors they are meant to exercise.
+// Scenarios also state what etcd answers (Want, WantEach): a step whose
+// output lacks that text fails the test on the server that gave it, so the
+// transcripts are known to contain the errors they are meant to exercise.
 //
 // The tests skip when RSETCD_BIN is unset.
 package auth

@@ -1,17 +1,14 @@
 package auth
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +16,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"rsetcd/compat-tests/internal/etcdproc"
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 const (
@@ -54,72 +53,10 @@ const (
 	bogusToken = "abcdefghijklmnop.1"
 )
 
-// refBin returns the reference etcd (etcdproc.RefBin: $REF_ETCD_BIN or
-// <repo>/.cache/reference/bin/etcd) or fails the test saying how to get one.
-func refBin(t testing.TB) string {
-	t.Helper()
-	bin, err := etcdproc.RefBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // server is one started member.
 type server struct {
 	label string // "etcd" or "rsetcd"
 	proc  *etcdproc.Proc
-	quiet *quietTB
-}
-
-// startPair starts a fresh reference etcd and a fresh rsetcd (each with a new
-// data directory and new ports, extraArgs appended to the flags),
-// concurrently; both are killed when t ends.
-func startPair(t *testing.T, extraArgs []string) (ref, sut *server) {
-	t.Helper()
-	sutBin := etcdproc.BinFromEnv(t)
-	refPath := refBin(t)
-	ref = &server{label: "etcd", quiet: &quietTB{TB: t}}
-	sut = &server{label: "rsetcd", quiet: &quietTB{TB: t}}
-	ref.proc = etcdproc.New(ref.quiet, refPath, memberName)
-	sut.proc = etcdproc.New(sut.quiet, sutBin, memberName)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, s := range []*server{ref, sut} {
-		s.proc.ExtraArgs = append([]string(nil), extraArgs...)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.proc.Start(startTimeout); err != nil {
-				s.quiet.loud.Store(true)
-				errs[i] = fmt.Errorf("starting %s (%s): %w", s.label, s.proc.Bin, err)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ref, sut
-}
-
-// quietTB is the testing.TB given to etcdproc: it hides a failed test from
-// etcdproc's cleanup, which would otherwise print 60 lines of each server's
-// log under every diff, unless the server failed to start or died.
-type quietTB struct {
-	testing.TB
-	loud atomic.Bool
-}
-
-func (q *quietTB) Failed() bool { return q.loud.Load() && q.TB.Failed() }
-
-// step is one recorded call: what was called (and where in the scenario)
-// and what came back.
-type step struct {
-	label string
-	out   string
 }
 
 // C is what a scenario runs against: one server. Every call is recorded as
@@ -132,16 +69,14 @@ type C struct {
 	clients map[string]*clientv3.Client // Login
 	tokens  map[string]string           // Authenticate
 	leaders map[string]*leaderKey       // Campaign, by election name
-	steps   []step
+	steps   []transcript.Step
 	note    string
-	want    string
+	want    string // Want: for the next step
+	// wantEach is WantEach's: for every step while it runs.
+	wantEach string
 	// violations are answers of this server that contradict what the
 	// scenario says it expects (Want); on etcd they mean the test is wrong.
 	violations []string
-	// restarted is the process Restart started (etcdproc's Start waits for
-	// an unauthenticated Get, which an auth-enabled server refuses).
-	restarted *exec.Cmd
-	exited    chan struct{}
 }
 
 func newC(t testing.TB, s *server) (*C, error) {
@@ -163,10 +98,6 @@ func (c *C) close() {
 		cli.Close()
 	}
 	c.plain.Close()
-	if c.restarted != nil {
-		_ = c.restarted.Process.Kill()
-		<-c.exited
-	}
 }
 
 // Note labels the next step.
@@ -176,6 +107,14 @@ func (c *C) Note(format string, args ...any) { c.note = fmt.Sprintf(format, args
 // message). It is checked on both servers: on etcd a violation means the
 // scenario's expectation is wrong.
 func (c *C) Want(substr string) { c.want = substr }
+
+// WantEach runs f, stating what the output of every step f makes must
+// contain (Want for each step, unless a Want inside f says otherwise).
+func (c *C) WantEach(substr string, f func()) {
+	c.wantEach = substr
+	defer func() { c.wantEach = "" }()
+	f()
+}
 
 // errSkip is returned by a caller lookup whose client or token does not
 // exist (an earlier Login or Authenticate failed); the step is recorded
@@ -219,7 +158,7 @@ func (c *C) caller(ctx context.Context, who string) (context.Context, *grpc.Clie
 
 // helperFiles hold no scenario lines: a step's label names the first
 // caller outside them.
-var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true, "render_test.go": true}
+var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true}
 
 // record appends a step, labelled with op and the scenario line that
 // issued it.
@@ -240,13 +179,13 @@ func (c *C) record(op, out string) {
 		label += " " + c.note
 		c.note = ""
 	}
-	if c.want != "" {
-		if !strings.Contains(out, c.want) {
-			c.violations = append(c.violations, fmt.Sprintf("step %d: %s: want output containing %q, got:\n%s", len(c.steps)+1, label, c.want, indent(out, "    ")))
+	if want := cmp.Or(c.want, c.wantEach); want != "" {
+		if !strings.Contains(out, want) {
+			c.violations = append(c.violations, fmt.Sprintf("step %d: %s: want output containing %q, got:\n%s", len(c.steps)+1, label, want, transcript.Indent(out, "    ")))
 		}
 		c.want = ""
 	}
-	c.steps = append(c.steps, step{label: label, out: out})
+	c.steps = append(c.steps, transcript.Step{Label: label, Out: out})
 }
 
 // call runs and records one call made by who. f returns the response to
@@ -266,12 +205,12 @@ func (c *C) call(who, op string, f func(ctx context.Context, cc *grpc.ClientConn
 // output renders a response (or a string already rendered) or an error.
 func output(resp any, err error) string {
 	if err != nil {
-		return renderErr(err)
+		return transcript.RenderErr(err)
 	}
 	if s, ok := resp.(string); ok {
 		return s
 	}
-	return render(resp)
+	return transcript.Render(resp)
 }
 
 // ---- sessions ----
@@ -293,7 +232,7 @@ func (c *C) Login(name, user, password string) {
 	cli, err := clientv3.New(cfg)
 	out := "ok"
 	if err != nil {
-		out = renderErr(err)
+		out = transcript.RenderErr(err)
 	} else {
 		c.clients[name] = cli
 	}
@@ -324,7 +263,7 @@ func (c *C) authenticate(who, name, user, password string) {
 		if resp.Token != "" {
 			c.tokens[name] = resp.Token
 		}
-		return fmt.Sprintf("%stoken differs from every earlier token: %v\n", render(resp), fresh), nil
+		return fmt.Sprintf("%stoken differs from every earlier token: %v\n", transcript.Render(resp), fresh), nil
 	})
 }
 
@@ -344,10 +283,10 @@ func (c *C) V3(who, op string, f func(ctx context.Context, cli *clientv3.Client)
 func (c *C) Sleep(d time.Duration) { time.Sleep(d) }
 
 // Restart SIGKILLs the server and starts it again on the same data
-// directory and ports, then waits until user/password can read a key through
-// clientv3 (etcdproc's Start would wait for an unauthenticated Get, which a
-// server with auth enabled refuses). Tokens stored so far are kept, to be
-// tried against the new process.
+// directory and ports, then waits until user/password can read a key (an
+// unauthenticated Get, which etcdproc's Start waits for by default, is
+// refused once auth is enabled). Tokens stored so far are kept, to be tried
+// against the new process.
 func (c *C) Restart(user, password string) {
 	out := "ok"
 	if err := c.restart(user, password); err != nil {
@@ -359,57 +298,31 @@ func (c *C) Restart(user, password string) {
 
 func (c *C) restart(user, password string) error {
 	p := c.s.proc
-	if c.restarted != nil {
-		return errors.New("restarting twice is not supported")
-	}
 	if err := p.Kill(); err != nil {
 		return fmt.Errorf("kill: %w", err)
 	}
-	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	p.ProbeUser, p.ProbePassword = user, password
+	if err := p.Start(startTimeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(logFile, "===== restart by auth tests: %s %s\n", p.Bin, strings.Join(p.Args(), " "))
-	cmd := exec.Command(p.Bin, p.Args()...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return err
+	// The connections to the killed server wait out gRPC's reconnect
+	// backoff, and a call made meanwhile fails with the last dial error:
+	// wait until they are connected again.
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	conns := []*grpc.ClientConn{c.plain}
+	for _, cli := range c.clients {
+		conns = append(conns, cli.ActiveConnection())
 	}
-	c.restarted = cmd
-	c.exited = make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(c.exited)
-	}()
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.exited:
-			return fmt.Errorf("the restarted server exited: %v (log %s)", cmd.ProcessState, p.LogPath)
-		default:
-		}
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints: []string{p.ClientURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop(),
-			Username: user, Password: password,
-		})
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err = cli.Get(ctx, "auth-restart-probe")
-			cancel()
-			cli.Close()
-			if err == nil {
-				return nil
+	for _, cc := range conns {
+		cc.Connect()
+		for st := cc.GetState(); st != connectivity.Ready; st = cc.GetState() {
+			if !cc.WaitForStateChange(ctx, st) {
+				return fmt.Errorf("reconnecting to %s: %w (state %v)", cc.Target(), ctx.Err(), st)
 			}
 		}
-		last = err
-		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("not serving %s within %v: %v", user, startTimeout, last)
+	return nil
 }
 
 // ---- running and comparing ----
@@ -429,20 +342,15 @@ var scenarioArgs = map[string][]string{
 // runScenario starts a fresh pair, runs sc against both concurrently and
 // fails with a step-by-step diff unless the transcripts are identical.
 func runScenario(t *testing.T, sc scenario) {
-	ref, sut := startPair(t, scenarioArgs[sc.name])
+	ref, sut := etcdproc.StartPair(t, memberName, startTimeout, scenarioArgs[sc.name]...)
 	var cs [2]*C
-	for i, s := range []*server{ref, sut} {
+	for i, s := range []*server{{"etcd", ref}, {"rsetcd", sut}} {
 		c, err := newC(t, s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cs[i] = c
-		t.Cleanup(func() {
-			c.close()
-			if !s.proc.Running() && c.restarted == nil {
-				s.quiet.loud.Store(true) // it died during the test
-			}
-		})
+		t.Cleanup(c.close)
 	}
 	want, got := cs[0], cs[1]
 	var wg sync.WaitGroup
@@ -468,88 +376,12 @@ func runScenario(t *testing.T, sc scenario) {
 			}
 		}
 	}
-	if d := diffTranscripts(want.steps, got.steps); d != "" {
+	if d := transcript.Diff(want.steps, got.steps, transcript.AllLines); d != "" {
 		t.Errorf("%s: rsetcd differs from etcd 3.6.16\n%s", sc.name, d)
 	}
 	if testing.Verbose() {
-		var b strings.Builder
-		for i, s := range want.steps {
-			fmt.Fprintf(&b, "step %d: %s\n%s", i+1, s.label, indent(s.out, "    "))
-		}
-		t.Logf("etcd transcript:\n%s", b.String())
+		t.Logf("etcd transcript:\n%s", transcript.Format(want.steps))
 	}
-}
-
-// diffTranscripts reports every step whose output differs, as a line diff
-// ("-" etcd, "+" rsetcd).
-func diffTranscripts(want, got []step) string {
-	var b strings.Builder
-	n := max(len(want), len(got))
-	differing := 0
-	for i := 0; i < n; i++ {
-		var w, g step
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w == g {
-			continue
-		}
-		differing++
-		label := w.label
-		if label == "" {
-			label = g.label
-		}
-		fmt.Fprintf(&b, "--- step %d/%d: %s\n", i+1, n, label)
-		b.WriteString(lineDiff(w.out, g.out))
-	}
-	if differing == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d of %d steps differ (- etcd, + rsetcd):\n%s", differing, n, b.String())
-}
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
-}
-
-// lineDiff is a small LCS line diff: " " common, "-" only in a, "+" only in b.
-func lineDiff(a, b string) string {
-	x := strings.Split(strings.TrimRight(a, "\n"), "\n")
-	y := strings.Split(strings.TrimRight(b, "\n"), "\n")
-	lcs := make([][]int, len(x)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(y)+1)
-	}
-	for i := len(x) - 1; i >= 0; i-- {
-		for j := len(y) - 1; j >= 0; j-- {
-			if x[i] == y[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var out strings.Builder
-	i, j := 0, 0
-	for i < len(x) || j < len(y) {
-		switch {
-		case i < len(x) && j < len(y) && x[i] == y[j]:
-			out.WriteString("    " + x[i] + "\n")
-			i++
-			j++
-		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
-			out.WriteString("  - " + x[i] + "\n")
-			i++
-		default:
-			out.WriteString("  + " + y[j] + "\n")
-			j++
-		}
-	}
-	return out.String()
 }
 
 // sortLeases orders a LeaseLeases answer by ID (etcd lists leases in map

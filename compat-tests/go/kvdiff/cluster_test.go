@@ -13,6 +13,8 @@ import (
 
 	"github.com/coreos/go-semver/semver"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 func ctx10s(t *testing.T) context.Context {
@@ -42,7 +44,7 @@ func TestStatus(t *testing.T) {
 			t.Fatalf("%s: Status: %v", s.label, err)
 		}
 		got[s.label] = resp
-		t.Logf("%s: %s", s.label, render(resp))
+		t.Logf("%s: %s", s.label, transcript.Render(resp))
 	}
 	for label, r := range got {
 		check := func(ok bool, format string, args ...any) {
@@ -73,7 +75,7 @@ func TestStatus(t *testing.T) {
 	equal("header.revision", e.Header.Revision, s.Header.Revision)
 	equal("dbSizeQuota", e.DbSizeQuota, s.DbSizeQuota)
 	equal("storageVersion", e.StorageVersion, s.StorageVersion)
-	equal("downgradeInfo", render(e.DowngradeInfo), render(s.DowngradeInfo))
+	equal("downgradeInfo", transcript.Render(e.DowngradeInfo), transcript.Render(s.DowngradeInfo))
 	// Kubernetes disables RequestWatchProgress unless version >= 3.5.13.
 	v, err := semver.NewVersion(s.Version)
 	if err != nil {
@@ -96,7 +98,7 @@ func TestMemberList(t *testing.T) {
 			}
 			resp, err := s.cli.Cluster.MemberList(ctx10s(t), opts...)
 			if err != nil {
-				outs[s.label] = append(outs[s.label], renderErr(err))
+				outs[s.label] = append(outs[s.label], transcript.RenderErr(err))
 				continue
 			}
 			if resp.Header != nil && len(resp.Members) == 1 {
@@ -110,12 +112,12 @@ func TestMemberList(t *testing.T) {
 					m.ID = 1
 				}
 			}
-			outs[s.label] = append(outs[s.label], fmt.Sprintf("linearizable=%v: %s", linearizable, norm.Replace(render(resp))))
+			outs[s.label] = append(outs[s.label], fmt.Sprintf("linearizable=%v: %s", linearizable, norm.Replace(transcript.Render(resp))))
 		}
 	}
 	want, got := strings.Join(outs["etcd"], ""), strings.Join(outs["rsetcd"], "")
 	t.Logf("etcd:\n%s", want)
 	if want != got {
-		t.Errorf("MemberList differs (- etcd, + rsetcd; members[].ID != 0 shown as 1, URLs normalized):\n%s", lineDiff(want, got))
+		t.Errorf("MemberList differs (- etcd, + rsetcd; members[].ID != 0 shown as 1, URLs normalized):\n%s", transcript.LineDiff(want, got, diffContext))
 	}
 }

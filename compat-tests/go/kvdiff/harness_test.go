@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"rsetcd/compat-tests/internal/etcdproc"
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 const (
@@ -24,22 +23,10 @@ const (
 	stepTimeout  = 20 * time.Second
 )
 
-// refBin returns the reference etcd (etcdproc.RefBin: $REF_ETCD_BIN or
-// <repo>/.cache/reference/bin/etcd) or fails the test saying how to get one.
-func refBin(t testing.TB) string {
-	t.Helper()
-	bin, err := etcdproc.RefBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // server is one started member with a client.
 type server struct {
 	label string // "etcd" or "rsetcd"
 	proc  *etcdproc.Proc
-	quiet *quietTB
 	cli   *clientv3.Client
 }
 
@@ -56,64 +43,22 @@ func newClient(p *etcdproc.Proc) (*clientv3.Client, error) {
 }
 
 // startPair starts a fresh reference etcd and a fresh rsetcd (each with a new
-// data directory and new ports), concurrently; both are killed when t ends.
+// data directory and new ports, see etcdproc.StartPair), concurrently, each
+// with a client; both are killed when t ends.
 func startPair(t *testing.T) (ref, sut *server) {
 	t.Helper()
-	sutBin := etcdproc.BinFromEnv(t)
-	refPath := refBin(t)
-	ref = &server{label: "etcd", quiet: &quietTB{TB: t}}
-	sut = &server{label: "rsetcd", quiet: &quietTB{TB: t}}
-	ref.proc = etcdproc.New(ref.quiet, refPath, memberName)
-	sut.proc = etcdproc.New(sut.quiet, sutBin, memberName)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, s := range []*server{ref, sut} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.proc.Start(startTimeout); err != nil {
-				s.quiet.loud.Store(true)
-				errs[i] = fmt.Errorf("starting %s (%s): %w", s.label, s.proc.Bin, err)
-				return
-			}
-			s.cli, errs[i] = newClient(s.proc)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
+	refProc, sutProc := etcdproc.StartPair(t, memberName, startTimeout)
+	ref = &server{label: "etcd", proc: refProc}
+	sut = &server{label: "rsetcd", proc: sutProc}
+	for _, s := range []*server{ref, sut} {
+		cli, err := newClient(s.proc)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: clientv3: %v", s.label, err)
 		}
+		s.cli = cli
+		t.Cleanup(func() { cli.Close() })
 	}
-	t.Cleanup(func() {
-		for _, s := range []*server{ref, sut} {
-			if s.cli != nil {
-				s.cli.Close()
-			}
-			if !s.proc.Running() {
-				// It died during the test: its output matters.
-				s.quiet.loud.Store(true)
-			}
-		}
-	})
 	return ref, sut
-}
-
-// quietTB is the testing.TB given to etcdproc: it hides a failed test from
-// etcdproc's cleanup, which would otherwise print 60 lines of each server's
-// log under every diff, unless the server failed to start or died.
-type quietTB struct {
-	testing.TB
-	loud atomic.Bool
-}
-
-func (q *quietTB) Failed() bool { return q.loud.Load() && q.TB.Failed() }
-
-// step is one recorded call: what was called (and where in the scenario)
-// and what came back.
-type step struct {
-	label string
-	out   string
 }
 
 // C is what a scenario runs against: one server, through clientv3 or the raw
@@ -123,7 +68,7 @@ type step struct {
 type C struct {
 	cli   *clientv3.Client
 	kv    pb.KVClient
-	steps []step
+	steps []transcript.Step
 	note  string
 }
 
@@ -148,11 +93,11 @@ func (c *C) do(op string, f func(ctx context.Context) (any, error)) {
 	resp, err := f(ctx)
 	out := ""
 	if err != nil {
-		out = renderErr(err)
+		out = transcript.RenderErr(err)
 	} else {
-		out = render(resp)
+		out = transcript.Render(resp)
 	}
-	c.steps = append(c.steps, step{label: label, out: out})
+	c.steps = append(c.steps, transcript.Step{Label: label, Out: out})
 }
 
 // ---- clientv3 calls ----
@@ -275,117 +220,13 @@ func runScenario(t *testing.T, sc scenario) {
 		}()
 	}
 	wg.Wait()
-	if d := diffTranscripts(want.steps, got.steps); d != "" {
+	if d := transcript.Diff(want.steps, got.steps, diffContext); d != "" {
 		t.Errorf("%s: rsetcd differs from etcd %s\n%s", sc.name, "3.6.16", d)
 	}
 	if testing.Verbose() {
-		var b strings.Builder
-		for i, s := range want.steps {
-			fmt.Fprintf(&b, "step %d: %s\n%s", i+1, s.label, indent(s.out, "    "))
-		}
-		t.Logf("etcd transcript:\n%s", b.String())
+		t.Logf("etcd transcript:\n%s", transcript.Format(want.steps))
 	}
 }
 
-// diffTranscripts reports every step whose output differs, as a line diff
-// ("-" etcd, "+" rsetcd) with the full output of both sides around it.
-func diffTranscripts(want, got []step) string {
-	var b strings.Builder
-	n := max(len(want), len(got))
-	differing := 0
-	for i := 0; i < n; i++ {
-		var w, g step
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w == g {
-			continue
-		}
-		differing++
-		label := w.label
-		if label == "" {
-			label = g.label
-		}
-		fmt.Fprintf(&b, "--- step %d/%d: %s\n", i+1, n, label)
-		b.WriteString(lineDiff(w.out, g.out))
-	}
-	if differing == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d of %d steps differ (- etcd, + rsetcd):\n%s", differing, n, b.String())
-}
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
-}
-
-// lineDiff is a small LCS line diff: " " common, "-" only in a, "+" only in b.
-func lineDiff(a, b string) string {
-	x := strings.Split(strings.TrimRight(a, "\n"), "\n")
-	y := strings.Split(strings.TrimRight(b, "\n"), "\n")
-	// lcs[i][j] = LCS length of x[i:], y[j:]
-	lcs := make([][]int, len(x)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(y)+1)
-	}
-	for i := len(x) - 1; i >= 0; i-- {
-		for j := len(y) - 1; j >= 0; j-- {
-			if x[i] == y[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	// Edit script, then print it with diffContext common lines around changes.
-	type line struct {
-		op   byte
-		text string
-	}
-	var script []line
-	i, j := 0, 0
-	for i < len(x) || j < len(y) {
-		switch {
-		case i < len(x) && j < len(y) && x[i] == y[j]:
-			script = append(script, line{' ', x[i]})
-			i++
-			j++
-		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
-			script = append(script, line{'-', x[i]})
-			i++
-		default:
-			script = append(script, line{'+', y[j]})
-			j++
-		}
-	}
-	near := make([]bool, len(script))
-	for k, l := range script {
-		if l.op != ' ' {
-			for d := max(0, k-diffContext); d <= min(len(script)-1, k+diffContext); d++ {
-				near[d] = true
-			}
-		}
-	}
-	var out strings.Builder
-	for k := 0; k < len(script); k++ {
-		if !near[k] {
-			n := 0
-			for k < len(script) && !near[k] {
-				n++
-				k++
-			}
-			k--
-			fmt.Fprintf(&out, "    ... %d unchanged lines\n", n)
-			continue
-		}
-		out.WriteString("  " + string(script[k].op) + " " + script[k].text + "\n")
-	}
-	return out.String()
-}
-
-// diffContext is how many unchanged lines are shown around a change.
+// diffContext is how many unchanged lines a diff shows around a change.
 const diffContext = 6

@@ -11,7 +11,7 @@ import (
 // -parallel, default GOMAXPROCS); select one with -run 'TestKVDiff/txn/nested'.
 func TestKVDiff(t *testing.T) {
 	etcdproc.BinFromEnv(t)
-	refBin(t)
+	etcdproc.MustRefBin(t)
 	all := append(append([]scenario{}, txnScenarios...), kvScenarios...)
 	seen := map[string]bool{}
 	for _, sc := range all {

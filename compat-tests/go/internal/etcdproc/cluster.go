@@ -60,28 +60,55 @@ func NewCluster(t testing.TB, bin string, n int, extraArgs ...string) *Cluster {
 // ones for all when fresh is set) and rebuilds --initial-cluster.
 func (c *Cluster) assignPorts(fresh bool) {
 	used := map[string]bool{}
-	draw := func(cur string) string {
-		if !fresh && cur != "" && !used[cur] {
-			used[cur] = true
+	// Ports are compared without the scheme.
+	draw := func(cur, scheme string) string {
+		if !fresh && cur != "" && !used[hostPort(cur)] {
+			used[hostPort(cur)] = true
 			return cur
 		}
 		for {
-			u := fmt.Sprintf("http://127.0.0.1:%d", FreePort(c.t))
-			if !used[u] {
-				used[u] = true
+			u := LoopbackURL(scheme, FreePort(c.t))
+			if !used[hostPort(u)] {
+				used[hostPort(u)] = true
 				return u
 			}
 		}
 	}
+	for _, p := range c.Members {
+		p.ClientURL = draw(p.ClientURL, p.clientScheme)
+		p.PeerURL = draw(p.PeerURL, p.peerScheme)
+	}
+	c.setInitialCluster()
+}
+
+// hostPort is u without its scheme.
+func hostPort(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		return u[i+3:]
+	}
+	return u
+}
+
+func (c *Cluster) setInitialCluster() {
 	var ic []string
 	for _, p := range c.Members {
-		p.ClientURL = draw(p.ClientURL)
-		p.PeerURL = draw(p.PeerURL)
 		ic = append(ic, p.Name+"="+p.PeerURL)
 	}
 	for _, p := range c.Members {
 		p.InitialCluster = strings.Join(ic, ",")
 	}
+}
+
+// SetSchemes calls Proc.SetSchemes on every member (e.g. "https", "https"
+// for client and peer TLS; "" keeps a scheme) and rebuilds
+// --initial-cluster. Call it before Start; the members' TLS flags go in
+// their ExtraArgs and the client configuration in their ClientTLS (Client
+// and NewJoiner use the first member's).
+func (c *Cluster) SetSchemes(client, peer string) {
+	for _, p := range c.Members {
+		p.SetSchemes(client, peer)
+	}
+	c.setInitialCluster()
 }
 
 // Start starts all members at once (a member only becomes ready once a
@@ -168,6 +195,7 @@ func (c *Cluster) Client() (*clientv3.Client, error) {
 		Endpoints:   c.Endpoints(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         cloneTLS(c.Members[0].ClientTLS),
 	})
 }
 
@@ -251,15 +279,18 @@ func (c *Cluster) NewJoiner(name string) *Proc {
 	used := map[string]bool{}
 	var ic []string
 	for _, m := range c.Members {
-		used[m.ClientURL], used[m.PeerURL] = true, true
+		used[hostPort(m.ClientURL)], used[hostPort(m.PeerURL)] = true, true
 		ic = append(ic, m.Name+"="+m.PeerURL)
 	}
-	for used[p.ClientURL] {
-		p.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(c.t))
+	first := c.Members[0]
+	p.SetSchemes(first.clientScheme, first.peerScheme)
+	p.ClientTLS = first.ClientTLS
+	for used[hostPort(p.ClientURL)] {
+		p.ClientURL = LoopbackURL(p.clientScheme, FreePort(c.t))
 	}
-	used[p.ClientURL] = true
-	for used[p.PeerURL] {
-		p.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(c.t))
+	used[hostPort(p.ClientURL)] = true
+	for used[hostPort(p.PeerURL)] || hostPort(p.PeerURL) == hostPort(p.ClientURL) {
+		p.PeerURL = LoopbackURL(p.peerScheme, FreePort(c.t))
 	}
 	p.InitialCluster = strings.Join(append(ic, p.Name+"="+p.PeerURL), ",")
 	p.InitialClusterToken = c.Members[0].InitialClusterToken

@@ -11,6 +11,7 @@ package etcdproc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -91,6 +92,19 @@ type Proc struct {
 	// ProbeSerializable makes the Get that Start waits for a serializable
 	// one: a learner refuses linearizable reads.
 	ProbeSerializable bool
+	// ProbeUser and ProbePassword, when set, are the credentials of the Get
+	// that Start waits for: a server with auth enabled refuses a Get
+	// without a user.
+	ProbeUser     string
+	ProbePassword string
+	// ClientTLS, when set, is the TLS configuration of Client (and so of the
+	// Get that Start waits for): a server with https client URLs (see
+	// SetSchemes) needs it, with a client certificate when it requires one.
+	ClientTLS *tls.Config
+
+	// clientScheme and peerScheme are the schemes of ClientURL and PeerURL
+	// ("" means http), kept for URLs drawn anew (see SetSchemes).
+	clientScheme, peerScheme string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -114,8 +128,8 @@ func New(t testing.TB, bin, name string) *Proc {
 		Bin:       bin,
 		Name:      name,
 		DataDir:   filepath.Join(dir, "data"),
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		ClientURL: LoopbackURL("", FreePort(t)),
+		PeerURL:   LoopbackURL("", FreePort(t)),
 		LogPath:   filepath.Join(dir, "server.log"),
 	}
 	t.Cleanup(func() {
@@ -127,6 +141,35 @@ func New(t testing.TB, bin, name string) *Proc {
 		}
 	})
 	return p
+}
+
+// LoopbackURL returns scheme://127.0.0.1:port; an empty scheme means http.
+func LoopbackURL(scheme string, port int) string {
+	if scheme == "" {
+		scheme = "http"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
+}
+
+// SetSchemes changes the scheme of ClientURL (to client) and PeerURL (to
+// peer), e.g. to "https", keeping their ports; an empty argument leaves that
+// URL's scheme as it is. URLs drawn later (Start moving a single member to
+// new ports) get the same schemes. Call it before Start, and set ClientTLS
+// for an https client URL. For the members of a cluster use
+// Cluster.SetSchemes, which also rebuilds --initial-cluster.
+func (p *Proc) SetSchemes(client, peer string) {
+	if client != "" {
+		p.clientScheme = client
+		p.ClientURL = withScheme(p.ClientURL, client)
+	}
+	if peer != "" {
+		p.peerScheme = peer
+		p.PeerURL = withScheme(p.PeerURL, peer)
+	}
+}
+
+func withScheme(u, scheme string) string {
+	return scheme + "://" + hostPort(u)
 }
 
 // Args are the command-line flags the member is started with.
@@ -196,8 +239,8 @@ func (p *Proc) Start(timeout time.Duration) error {
 		}
 		p.t.Logf("%s: a port was taken, starting again on new ports", p.Name)
 		p.DataDir = filepath.Join(filepath.Dir(p.LogPath), fmt.Sprintf("data-%d", attempt))
-		p.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(p.t))
-		p.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(p.t))
+		p.ClientURL = LoopbackURL(p.clientScheme, FreePort(p.t))
+		p.PeerURL = LoopbackURL(p.peerScheme, FreePort(p.t))
 	}
 }
 
@@ -253,11 +296,12 @@ func (p *Proc) startOnce(timeout time.Duration) error {
 
 // waitServing retries a Get until it succeeds or the deadline passes.
 func (p *Proc) waitServing(deadline time.Time) error {
-	cli, err := p.Client()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
+	var cli *clientv3.Client
+	defer func() {
+		if cli != nil {
+			cli.Close()
+		}
+	}()
 	var lastErr error
 	for time.Now().Before(deadline) {
 		select {
@@ -265,15 +309,29 @@ func (p *Proc) waitServing(deadline time.Time) error {
 			return fmt.Errorf("process exited: %v", p.exitErr())
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		var opts []clientv3.OpOption
-		if p.ProbeSerializable {
-			opts = append(opts, clientv3.WithSerializable())
+		if cli == nil {
+			// With ProbeUser, clientv3.New logs in, which fails until the
+			// server answers: try again.
+			cli, lastErr = clientv3.New(clientv3.Config{
+				Endpoints:   []string{p.ClientURL},
+				DialTimeout: 5 * time.Second,
+				Logger:      zap.NewNop(),
+				Username:    p.ProbeUser,
+				Password:    p.ProbePassword,
+				TLS:         cloneTLS(p.ClientTLS),
+			})
 		}
-		_, lastErr = cli.Get(ctx, "etcdproc-ready-probe", opts...)
-		cancel()
-		if lastErr == nil {
-			return nil
+		if cli != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			var opts []clientv3.OpOption
+			if p.ProbeSerializable {
+				opts = append(opts, clientv3.WithSerializable())
+			}
+			_, lastErr = cli.Get(ctx, "etcdproc-ready-probe", opts...)
+			cancel()
+			if lastErr == nil {
+				return nil
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -296,13 +354,22 @@ func (p *Proc) exitErr() error {
 	return p.waitErr
 }
 
-// Client returns a new clientv3 client for this member, with logging off.
+// Client returns a new clientv3 client for this member, with logging off
+// (and ClientTLS, when set).
 func (p *Proc) Client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints:   []string{p.ClientURL},
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         cloneTLS(p.ClientTLS),
 	})
+}
+
+func cloneTLS(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	return c.Clone()
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.

@@ -1,4 +1,4 @@
-package auth
+package tls
 
 import (
 	"crypto/sha256"
@@ -21,7 +21,7 @@ import (
 // Normalization: in a ResponseHeader, non-zero cluster_id, member_id and
 // raft_term print as "<set>", because every server has its own IDs and term,
 // and so does the token of an AuthenticateResponse; a zero one still prints
-// nothing, so set-versus-unset is compared. (Copied from kvdiff.)
+// nothing, so set-versus-unset is compared. (Copied from auth/ at the time, which copied it from kvdiff.)
 func render(v any) string {
 	var b strings.Builder
 	rv := reflect.ValueOf(v)

@@ -1,4 +1,8 @@
-package kvdiff
+// Package transcript is shared by the differential test packages (kvdiff,
+// auth): it renders what a client saw of a response or an error as stable
+// text, and compares two transcripts of such steps, one from the reference
+// etcd and one from rsetcd.
+package transcript
 
 import (
 	"crypto/sha256"
@@ -13,16 +17,17 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// render turns a gogo-generated response into a stable, readable text:
+// Render turns a gogo-generated response into a stable, readable text:
 // one field per line, named by its protobuf name, nested messages indented.
 // Proto3 zero scalars are omitted (they are not on the wire), but a present
 // empty message ("prev_kv {}") is kept apart from an absent one.
 //
 // The only normalization: in a ResponseHeader, non-zero cluster_id,
 // member_id and raft_term print as "<set>", because every server has its
-// own IDs and term; a zero one still prints nothing, so set-versus-unset is
-// compared.
-func render(v any) string {
+// own IDs and term, and so does the token of an AuthenticateResponse
+// (random, or signed with the server's own key); a zero one still prints
+// nothing, so set-versus-unset is compared.
+func Render(v any) string {
 	var b strings.Builder
 	rv := reflect.ValueOf(v)
 	if !rv.IsValid() || (rv.Kind() == reflect.Pointer && rv.IsNil()) {
@@ -40,10 +45,12 @@ func render(v any) string {
 	return b.String()
 }
 
-var headerType = reflect.TypeOf(pb.ResponseHeader{})
-
-// Fields of a ResponseHeader whose value is not compared (see render).
-var headerOpaque = map[string]bool{"cluster_id": true, "member_id": true, "raft_term": true}
+// opaque names, by message type, the fields whose value is not compared
+// (see Render).
+var opaque = map[reflect.Type]map[string]bool{
+	reflect.TypeOf(pb.ResponseHeader{}):       {"cluster_id": true, "member_id": true, "raft_term": true},
+	reflect.TypeOf(pb.AuthenticateResponse{}): {"token": true},
+}
 
 // protoName is the protobuf field name from a gogo struct tag, or "" for
 // fields that are not part of the message (XXX_*).
@@ -72,7 +79,7 @@ func writeStruct(b *strings.Builder, rv reflect.Value, depth int) {
 			continue
 		}
 		fv := rv.Field(i)
-		if t == headerType && headerOpaque[name] && !fv.IsZero() {
+		if opaque[t][name] && !fv.IsZero() {
 			writeLine(&body, depth+1, name+": <set>")
 			continue
 		}
@@ -182,10 +189,10 @@ func quoteBytes(p []byte) string {
 	return fmt.Sprintf("<%d bytes, sha256 %x>", len(p), sum[:8])
 }
 
-// renderErr keeps what a client can see of an error: its gRPC status code
+// RenderErr keeps what a client can see of an error: its gRPC status code
 // and message. clientv3 turns known etcd errors into rpctypes.EtcdError,
 // raw stubs return gRPC status errors; both print the same way.
-func renderErr(err error) string {
+func RenderErr(err error) string {
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		return fmt.Sprintf("error: code=%s desc=%q", ee.Code(), ee.Error())
