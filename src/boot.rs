@@ -46,6 +46,13 @@ pub async fn run(
         Some(settings) => Some(settings.server_config().context("client TLS")?),
         None => None,
     };
+    let peer_tls = match &config.peer_tls {
+        Some(settings) => {
+            crate::peer::dial::configure(settings).context("peer TLS")?;
+            Some(settings.server_config().context("peer TLS")?)
+        }
+        None => None,
+    };
     let listeners = bind_all(&config.listen_client_urls, 2379).await?;
     let peer_listeners = bind_all(&config.listen_peer_urls, 2380).await?;
     let metrics_listeners = bind_all(&config.listen_metrics_urls, 2381).await?;
@@ -190,15 +197,20 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for (listener, addr) in peer_listeners {
+    for ((listener, addr), url) in peer_listeners.into_iter().zip(&config.listen_peer_urls) {
+        let tls = peer_tls.clone().filter(|_| url.scheme() == "https");
         let service = crate::api::peer::PeerService {
             server: server.clone(),
             deliver: deliver.clone(),
             snapshot_dir: snapshot_dir.clone(),
         };
         let mut stop = stop_rx.clone();
-        tracing::info!(address = %addr, "serving peer traffic insecurely");
-        tasks.push(tokio::spawn(crate::api::peer::serve(service, listener, async move {
+        if tls.is_some() {
+            tracing::info!(address = %addr, "serving peer traffic securely");
+        } else {
+            tracing::info!(address = %addr, "serving peer traffic insecurely");
+        }
+        tasks.push(tokio::spawn(crate::api::peer::serve(service, listener, tls, async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }

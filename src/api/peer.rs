@@ -155,11 +155,16 @@ impl Peer for PeerService {
 pub async fn serve(
     service: PeerService,
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let router = tonic::transport::Server::builder()
+        .add_service(PeerServer::new(service).max_decoding_message_size(usize::MAX));
+    if let Some(tls) = tls {
+        return router
+            .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+            .await;
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(PeerServer::new(service).max_decoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
 }

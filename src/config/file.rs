@@ -120,9 +120,8 @@ fn flag_text(spec: &FlagSpec, value: Value) -> Result<Option<String>, String> {
     }
 }
 
-/// The client section's settings become the client TLS flags (`cert-file`,
-/// `client-cert-auth`, ...). Peer TLS is not served yet, so a peer section that sets
-/// anything is refused, as is a client setting rsetcd does not act on.
+/// A section's settings become the TLS flags (`cert-file`, `peer-client-cert-auth`, ...);
+/// a setting rsetcd does not act on (auto-tls, allowed-cn, ...) is refused when set.
 fn tls_section(section: &str, value: Value) -> Result<Vec<(&'static str, String)>, String> {
     let entries = match value {
         Value::Null => return Ok(Vec::new()),
@@ -149,6 +148,10 @@ fn tls_section(section: &str, value: Value) -> Result<Vec<(&'static str, String)
             ("client-transport-security", "key-file") => "key-file",
             ("client-transport-security", "trusted-ca-file") => "trusted-ca-file",
             ("client-transport-security", "client-cert-auth") => "client-cert-auth",
+            ("peer-transport-security", "cert-file") => "peer-cert-file",
+            ("peer-transport-security", "key-file") => "peer-key-file",
+            ("peer-transport-security", "trusted-ca-file") => "peer-trusted-ca-file",
+            ("peer-transport-security", "client-cert-auth") => "peer-client-cert-auth",
             _ if text == "false" => continue,
             _ => return Err(format!("{key} is set, but rsetcd does not serve it yet")),
         };
@@ -213,7 +216,7 @@ mod tests {
         assert!(err.contains("\"name\""), "{err}");
         let values = load_text("client-transport-security:\n  cert-file: /x.pem\n").unwrap();
         assert_eq!(values["cert-file"], "/x.pem");
-        let err = load_text("peer-transport-security:\n  cert-file: /x.pem\n").unwrap_err();
+        let err = load_text("peer-transport-security:\n  auto-tls: true\n").unwrap_err();
         assert!(err.to_string().contains("does not serve it yet"), "{err}");
         let err = load_text("name: [unclosed\n").unwrap_err().to_string();
         assert!(err.starts_with("config file "), "{err}");

@@ -96,6 +96,10 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("key-file", Value, true),
     flag("trusted-ca-file", Value, true),
     flag("client-cert-auth", Bool, true),
+    flag("peer-cert-file", Value, true),
+    flag("peer-key-file", Value, true),
+    flag("peer-trusted-ca-file", Value, true),
+    flag("peer-client-cert-auth", Bool, true),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +137,8 @@ pub struct Config {
     pub auth_token: AuthToken,
     /// TLS on the client URLs (required when one of them is https).
     pub client_tls: Option<crate::tls::TlsSettings>,
+    /// TLS between members (required when a peer URL is https).
+    pub peer_tls: Option<crate::tls::TlsSettings>,
     /// How long an unused simple token stays valid (`--auth-token-ttl`, seconds).
     pub auth_token_ttl: Duration,
     /// bcrypt's cost for new passwords (`--bcrypt-cost`).
@@ -142,25 +148,33 @@ pub struct Config {
     pub unknown_env: Vec<String>,
 }
 
-/// The client TLS settings: needed (and only used) when a client URL is https.
-fn client_tls<'a>(
+/// The client (`prefix` "") or peer (`prefix` "peer-") TLS settings: needed, and only used,
+/// when one of `urls` is https.
+fn tls_settings<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
-    listen: &[Url],
+    urls: &[Url],
+    prefix: &str,
 ) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
-    let Some(https) = listen.iter().find(|u| u.scheme() == "https") else {
+    let Some(https) = urls.iter().find(|u| u.scheme() == "https") else {
         return Ok(None);
     };
-    let file = |flag: &'static str| get(flag).filter(|t| !t.is_empty()).map(PathBuf::from);
+    let file =
+        |flag: &str| get(&format!("{prefix}{flag}")).filter(|t| !t.is_empty()).map(PathBuf::from);
     let (Some(cert_file), Some(key_file)) = (file("cert-file"), file("key-file")) else {
+        let side = if prefix.is_empty() { "client" } else { "peer" };
         return Err(ConfigError::Unsupported(format!(
-            "TLS key/cert (--cert-file, --key-file) must be provided for client url {}",
+            "TLS key/cert (--{prefix}cert-file, --{prefix}key-file) must be provided for {side} url {}",
             display_url(https)
         )));
     };
-    let client_cert_auth = match get("client-cert-auth") {
+    let client_cert_auth = match get(&format!("{prefix}client-cert-auth")) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(invalid("client-cert-auth", other, "expected true or false")),
+        Some(other) => {
+            return Err(ConfigError::Unsupported(format!(
+                "invalid value {other:?} for flag -{prefix}client-cert-auth: expected true or false"
+            )))
+        }
     };
     let settings = crate::tls::TlsSettings {
         cert_file,
@@ -313,7 +327,14 @@ impl Config {
                 None => Duration::from_secs(600),
             };
         let auth_token = parse_auth_token(get("auth-token").unwrap_or("simple"))?;
-        let client_tls = client_tls(&get, &listen_client_urls)?;
+        let client_tls = tls_settings(&get, &listen_client_urls, "")?;
+        let peer_urls: Vec<Url> = listen_peer_urls
+            .iter()
+            .chain(&initial_advertise_peer_urls)
+            .chain(initial_cluster.iter().map(|(_, u)| u))
+            .cloned()
+            .collect();
+        let peer_tls = tls_settings(&get, &peer_urls, "peer-")?;
         let auth_token_ttl: u64 = number(get("auth-token-ttl"), "auth-token-ttl", 300)?;
         let bcrypt_cost: u32 = number(get("bcrypt-cost"), "bcrypt-cost", 10)?;
         // etcd warns and falls back to the default cost outside bcrypt's range.
@@ -359,6 +380,7 @@ impl Config {
             watch_progress_interval: watch_progress_interval.max(Duration::from_millis(100)),
             auth_token,
             client_tls,
+            peer_tls,
             auth_token_ttl: Duration::from_secs(auth_token_ttl.max(1)),
             bcrypt_cost,
             ignored_flags,
@@ -413,7 +435,8 @@ fn parse_url(flag: &'static str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| invalid(flag, text, e.to_string()))?;
     match url.scheme() {
         "http" => {}
-        "https" if flag.contains("client") => {}
+        "https"
+            if flag.contains("client") || flag.contains("peer") || flag == "initial-cluster" => {}
         "https" | "unix" | "unixs" => {
             return Err(invalid(
                 flag,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -23,8 +23,8 @@ pub struct ForwardError {
 /// The cluster id and membership as a running member at `url` knows them.
 pub async fn fetch_members(url: &str) -> Result<(u64, Vec<crate::cluster::Member>), ForwardError> {
     let fail = |reason: String| ForwardError { url: url.to_string(), reason };
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| fail(e.to_string()))?
+    let channel = super::dial::endpoint(url)
+        .map_err(fail)?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .connect()
@@ -55,8 +55,8 @@ impl LeaderLink {
             }
         }
         let fail = |reason: String| ForwardError { url: url.to_string(), reason };
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| fail(e.to_string()))?
+        let channel = super::dial::endpoint(url)
+            .map_err(fail)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();

@@ -2,6 +2,7 @@
 //! ([`transport`]) and lease requests forwarded to the leader ([`forward`]). The serving side
 //! is `api::peer`.
 
+pub mod dial;
 pub mod forward;
 pub mod transport;
 

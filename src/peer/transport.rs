@@ -16,7 +16,7 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::rsetcdpb::peer_client::PeerClient;
 use crate::pb::rsetcdpb::{RaftBatch, SnapshotChunk};
@@ -259,8 +259,7 @@ impl PeerStream {
 
     async fn connect(&self) -> Result<PeerClient<Channel>, String> {
         let url = (self.resolve)(self.to).ok_or_else(|| "not a member".to_string())?;
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("bad peer URL {url}: {e}"))?
+        let endpoint = super::dial::endpoint(&url)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -340,8 +339,7 @@ impl SnapshotSender {
     async fn stream(&self, to: u64, message: &Message, path: &PathBuf) -> Result<(), String> {
         use tokio::io::AsyncReadExt;
         let url = (self.resolve)(to).ok_or_else(|| "not a member".to_string())?;
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("bad peer URL {url}: {e}"))?
+        let channel = super::dial::endpoint(&url)?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await
