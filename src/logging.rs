@@ -76,8 +76,62 @@ impl Visit for Fields {
     }
 }
 
-/// Installs the JSON logger on stderr at etcd's `--log-level` (panic and fatal log errors).
-pub fn init(log_level: &str) {
+/// Where log lines go (etcd's `--log-outputs`): `stderr` (also `default`), `stdout`, and
+/// files, appended to; every line goes to each of them.
+#[derive(Clone, Default)]
+pub struct Outputs {
+    stderr: bool,
+    stdout: bool,
+    files: Vec<std::sync::Arc<std::sync::Mutex<std::fs::File>>>,
+}
+
+impl Outputs {
+    pub fn open(names: &[String]) -> std::io::Result<Outputs> {
+        let mut outputs = Outputs::default();
+        for name in names {
+            match name.as_str() {
+                "default" | "stderr" => outputs.stderr = true,
+                "stdout" => outputs.stdout = true,
+                path => {
+                    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                    outputs.files.push(std::sync::Arc::new(std::sync::Mutex::new(file)));
+                }
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+impl std::io::Write for Outputs {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if self.stderr {
+            std::io::stderr().write_all(line)?;
+        }
+        if self.stdout {
+            std::io::stdout().write_all(line)?;
+        }
+        for file in &self.files {
+            file.lock().unwrap_or_else(|p| p.into_inner()).write_all(line)?;
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Outputs {
+    type Writer = Outputs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Installs the JSON logger at etcd's `--log-level` (panic and fatal log errors) on
+/// `outputs`.
+pub fn init(log_level: &str, outputs: Outputs) {
     let level = match log_level {
         "debug" => Level::DEBUG,
         "warn" => Level::WARN,
@@ -86,7 +140,7 @@ pub fn init(log_level: &str) {
     };
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(outputs)
         .with_ansi(false)
         .event_format(ZapJson)
         .try_init();

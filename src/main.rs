@@ -30,7 +30,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rsetcd::logging::init(&config.log_level);
+    let outputs = match rsetcd::logging::Outputs::open(&config.log_outputs) {
+        Ok(outputs) => outputs,
+        Err(err) => {
+            eprintln!("rsetcd: cannot open --log-outputs {:?}: {err}", config.log_outputs);
+            return ExitCode::FAILURE;
+        }
+    };
+    rsetcd::logging::init(&config.log_level, outputs);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

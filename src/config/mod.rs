@@ -126,6 +126,8 @@ pub struct Config {
     pub max_txn_ops: usize,
     pub quota_backend_bytes: i64,
     pub log_level: String,
+    /// `--log-outputs`: `default`, `stderr`, `stdout` or file paths.
+    pub log_outputs: Vec<String>,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
@@ -364,6 +366,12 @@ impl Config {
             max_txn_ops: number(get("max-txn-ops"), "max-txn-ops", 128)?,
             quota_backend_bytes: number(get("quota-backend-bytes"), "quota-backend-bytes", 0)?,
             log_level,
+            log_outputs: get("log-outputs")
+                .unwrap_or("default")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             heartbeat_interval: Duration::from_millis(heartbeat_ms),
             election_timeout: Duration::from_millis(election_ms),
             snapshot_count: number(get("snapshot-count"), "snapshot-count", 10_000)?,
