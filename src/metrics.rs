@@ -138,9 +138,9 @@ pub fn grpc_labels(path: &str) -> Option<(String, String)> {
 pub fn grpc_type(service: &str, method: &str) -> &'static str {
     match (service, method) {
         ("etcdserverpb.Watch", "Watch") | ("etcdserverpb.Lease", "LeaseKeepAlive") => "bidi_stream",
-        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => {
-            "server_stream"
-        }
+        ("etcdserverpb.Maintenance", "Snapshot")
+        | ("v3electionpb.Election", "Observe")
+        | ("grpc.health.v1.Health", "Watch") => "server_stream",
         _ => "unary",
     }
 }
@@ -157,41 +157,79 @@ pub struct GrpcCounters {
 
 impl GrpcCounters {
     pub fn handled(&self, code: tonic::Code) {
+        self.handled_counter(code).increment(1);
+    }
+
+    fn handled_counter(&self, code: tonic::Code) -> &metrics::Counter {
         let slot = &self.handled[(code as usize).min(16)];
-        let counter = slot.get_or_init(|| {
+        slot.get_or_init(|| {
             let kind = grpc_type(&self.service, &self.method);
             counter!(GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => self.service.clone(),
                 "grpc_method" => self.method.clone(), "grpc_code" => code_name(code))
-        });
-        counter.increment(1);
+        })
     }
 }
 
-/// Counts a call of the gRPC method at `path` as started; `None` for a path that names none.
-pub fn grpc_started(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
+/// The counters of the gRPC method at `path`, registered on first use; `None` for a path
+/// that names no method.
+fn grpc_counters(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
     type Registry = std::sync::RwLock<HashMap<String, std::sync::Arc<GrpcCounters>>>;
     static METHODS: OnceLock<Registry> = OnceLock::new();
     let methods = METHODS.get_or_init(Default::default);
     let known = methods.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
-    let counters = match known {
-        Some(counters) => counters,
-        None => {
-            let (service, method) = grpc_labels(path)?;
-            let kind = grpc_type(&service, &method);
-            let started = counter!(GRPC_STARTED, "grpc_type" => kind,
-                "grpc_service" => service.clone(), "grpc_method" => method.clone());
-            let counters = std::sync::Arc::new(GrpcCounters {
-                service,
-                method,
-                started,
-                handled: Default::default(),
-            });
-            let mut methods = methods.write().unwrap_or_else(|p| p.into_inner());
-            methods.entry(path.to_string()).or_insert(counters).clone()
-        }
-    };
+    if known.is_some() {
+        return known;
+    }
+    let (service, method) = grpc_labels(path)?;
+    let kind = grpc_type(&service, &method);
+    let started = counter!(GRPC_STARTED, "grpc_type" => kind,
+        "grpc_service" => service.clone(), "grpc_method" => method.clone());
+    let counters =
+        std::sync::Arc::new(GrpcCounters { service, method, started, handled: Default::default() });
+    let mut methods = methods.write().unwrap_or_else(|p| p.into_inner());
+    Some(methods.entry(path.to_string()).or_insert(counters).clone())
+}
+
+/// Counts a call of the gRPC method at `path` as started; `None` for a path that names none.
+pub fn grpc_started(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
+    let counters = grpc_counters(path)?;
     counters.started.increment(1);
     Some(counters)
+}
+
+/// Shows every series of these methods at zero before any call, as etcd does for the
+/// services of its gRPC server (grpc-prometheus's `Register`): started, and handled by
+/// every status code. `paths` are `/service/method`.
+pub fn zero_grpc_series<'a>(paths: impl IntoIterator<Item = &'a str>) {
+    const CODES: [tonic::Code; 17] = {
+        use tonic::Code::*;
+        [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ]
+    };
+    for path in paths {
+        let Some(counters) = grpc_counters(path) else { continue };
+        counters.started.increment(0);
+        for code in CODES {
+            counters.handled_counter(code).increment(0);
+        }
+    }
 }
 
 /// grpc-go's names of status codes, as grpc-prometheus labels them.

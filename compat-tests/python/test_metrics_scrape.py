@@ -60,3 +60,23 @@ def test_values_follow_the_client(both):
     buckets = [s for s in histogram.samples if s.name.endswith("_bucket")]
     # etcd's buckets: 1 ms doubling 14 times, plus +Inf.
     assert [s.labels["le"] for s in buckets][:2] == ["0.001", "0.002"] and len(buckets) == 15
+
+
+def test_grpc_series_exist_at_zero_as_etcds(both):
+    """etcd shows every method of its gRPC services (not Election and Lock) with every status
+    code at zero before any call, so dashboards and rate() see the series from the start."""
+    series = {}
+    for label, target in both.items():
+        families = scrape(target)
+        series[label] = {
+            (family, tuple(sorted(sample.labels.items())))
+            for family in ("grpc_server_started", "grpc_server_handled")
+            for sample in families[family].samples
+            if sample.name.endswith("_total")
+        }
+    missing = series["etcd"] - series["rsetcd"]
+    extra = {s for s in series["rsetcd"] - series["etcd"]
+             if dict(s[1]).get("grpc_service") not in ("v3electionpb.Election", "v3lockpb.Lock")}
+    assert len(series["etcd"]) > 700
+    assert not missing, sorted(missing)[:5]
+    assert not extra, sorted(extra)[:5]

@@ -47,7 +47,26 @@ pub struct ApiSettings {
     pub watch_progress_interval: std::time::Duration,
 }
 
+/// The methods whose gRPC series etcd shows at zero from the start: those of the services
+/// registered on its gRPC server before grpc-prometheus's `Register` (not Election and
+/// Lock, which etcd adds later).
+fn zero_metric_methods() -> Vec<String> {
+    let pool = prost_reflect::DescriptorPool::decode(crate::pb::FILE_DESCRIPTOR_SET)
+        .expect("compiled descriptors");
+    let mut paths: Vec<String> = pool
+        .services()
+        .filter(|s| s.package_name() == "etcdserverpb")
+        .flat_map(|s| {
+            let service = s.full_name().to_string();
+            s.methods().map(move |m| format!("/{service}/{}", m.name())).collect::<Vec<_>>()
+        })
+        .collect();
+    paths.extend(["Check", "List", "Watch"].map(|m| format!("/grpc.health.v1.Health/{m}")));
+    paths
+}
+
 pub async fn router(server: Server, hub: WatchHub, settings: ApiSettings) -> ClientRouter {
+    crate::metrics::zero_grpc_series(zero_metric_methods().iter().map(String::as_str));
     let recipes = crate::recipes::Recipes::new(server.clone(), hub.clone());
     let max_recv = server.limits().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 // ---- raw TLS handshakes ----
@@ -364,7 +366,7 @@ func (c *C) Watch(who string, create *pb.WatchCreateRequest, then func()) {
 			if err, ok := m.(error); ok {
 				return nil, c.renderErr(err)
 			}
-			return m.(*pb.WatchResponse), render(m)
+			return m.(*pb.WatchResponse), transcript.Render(m)
 		case <-time.After(3 * time.Second):
 			return nil, "no message within 3s"
 		}
@@ -384,5 +386,5 @@ func (c *C) Watch(who string, create *pb.WatchCreateRequest, then func()) {
 }
 
 func oneLine(r *pb.WatchCreateRequest) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(render(r), "\n", " ")), " ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(transcript.Render(r), "\n", " ")), " ")
 }

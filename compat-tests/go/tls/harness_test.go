@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"rsetcd/compat-tests/internal/etcdproc"
+	"rsetcd/compat-tests/internal/transcript"
 )
 
 const (
@@ -47,16 +48,6 @@ func timeout(who string) time.Duration {
 	return callTimeout
 }
 
-// refBin returns the reference etcd or fails the test saying how to get one.
-func refBin(t testing.TB) string {
-	t.Helper()
-	bin, err := etcdproc.RefBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // ctlEnv names the environment variable holding the etcdctl to run; the
 // default is the etcdctl next to the reference etcd (scripts/build-reference.sh
 // builds both).
@@ -67,7 +58,7 @@ func etcdctlBin(t testing.TB) string {
 	if bin := os.Getenv(ctlEnv); bin != "" {
 		return bin
 	}
-	bin := filepath.Join(filepath.Dir(refBin(t)), "etcdctl")
+	bin := filepath.Join(filepath.Dir(etcdproc.MustRefBin(t)), "etcdctl")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("etcdctl 3.6 not found next to the reference etcd (%v): run scripts/build-reference.sh or set %s", err, ctlEnv)
 	}
@@ -107,11 +98,13 @@ type server struct {
 // startPair starts a fresh reference etcd and a fresh rsetcd with https
 // client URLs (peer URLs stay http) and m's TLS flags, concurrently; both
 // are killed when t ends. Start's readiness Get presents the root
-// certificate (needed when the server requires one).
+// certificate (needed when the server requires one). It is
+// etcdproc.StartPair but for that: StartPair starts its members before a
+// caller could set their schemes and ClientTLS.
 func startPair(t *testing.T, p *pki, m mode) (ref, sut *server) {
 	t.Helper()
 	sutBin := etcdproc.BinFromEnv(t)
-	refPath := refBin(t)
+	refPath := etcdproc.MustRefBin(t)
 	ref = &server{label: "etcd", quiet: &quietTB{TB: t}}
 	sut = &server{label: "rsetcd", quiet: &quietTB{TB: t}}
 	ref.proc = etcdproc.New(ref.quiet, refPath, memberName)
@@ -150,13 +143,6 @@ type quietTB struct {
 
 func (q *quietTB) Failed() bool { return q.loud.Load() && q.TB.Failed() }
 
-// step is one recorded call: what was called (and where in the scenario)
-// and what came back.
-type step struct {
-	label string
-	out   string
-}
-
 // C is what a scenario runs against: one server. Every call is recorded as
 // one step of the transcript; a scenario issues the same calls whatever the
 // answers are, so that the two transcripts line up step by step.
@@ -168,7 +154,7 @@ type C struct {
 	clients map[string]*clientv3.Client
 	// gatewayToken is the token GatewayLogin got.
 	gatewayToken string
-	steps        []step
+	steps        []transcript.Step
 	note         string
 	want         string
 	// violations are answers of this server that contradict what the
@@ -197,7 +183,7 @@ func (c *C) Want(substr string) { c.want = substr }
 // helperFiles hold no scenario lines: a step's label names the first
 // caller outside them that is not a function literal (a scenario's local
 // helper).
-var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true, "render_test.go": true}
+var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true}
 
 // record appends a step, labelled with op and the scenario line that
 // issued it.
@@ -222,11 +208,11 @@ func (c *C) record(op, out string) {
 	}
 	if c.want != "" {
 		if !strings.Contains(out, c.want) {
-			c.violations = append(c.violations, fmt.Sprintf("step %d: %s: want output containing %q, got:\n%s", len(c.steps)+1, label, c.want, indent(out, "    ")))
+			c.violations = append(c.violations, fmt.Sprintf("step %d: %s: want output containing %q, got:\n%s", len(c.steps)+1, label, c.want, transcript.Indent(out, "    ")))
 		}
 		c.want = ""
 	}
-	c.steps = append(c.steps, step{label: label, out: out})
+	c.steps = append(c.steps, transcript.Step{Label: label, Out: out})
 }
 
 var funcLit = regexp.MustCompile(`\.func\d+(\.\d+)*$`)
@@ -272,29 +258,34 @@ func classify(msg string) string {
 	return ""
 }
 
-// renderErr keeps what a client sees of a server's error (gRPC code and
-// message; clientv3 turns known etcd errors into rpctypes.EtcdError) and
-// reduces failures of the connection itself to their class (see classify);
-// their text goes to the details.
+// renderErr keeps what a client sees of a server's error
+// (transcript.RenderErr) and reduces failures of the connection itself to
+// their class (see connClass); their text goes to the details.
 func (c *C) renderErr(err error) string {
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return fmt.Sprintf("error: code=%s desc=%q", ee.Code(), ee.Error())
-	}
-	if st, ok := status.FromError(err); ok {
-		if st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded || st.Code() == codes.Canceled {
-			if class := classify(st.Message()); class != "" {
-				c.detail("%s: %v", class, err)
-				return "error: " + class
-			}
-		}
-		return fmt.Sprintf("error: code=%s desc=%q", st.Code(), st.Message())
-	}
-	if class := classify(err.Error()); class != "" {
+	if class := connClass(err); class != "" {
 		c.detail("%s: %v", class, err)
 		return "error: " + class
 	}
-	return fmt.Sprintf("error (not a gRPC status): %q", err.Error())
+	return transcript.RenderErr(err)
+}
+
+// connClass is the class (see classify) of an error that the client's own
+// stack made: one that is not an etcd error, and not a gRPC status either
+// unless its code is Unavailable, DeadlineExceeded or Canceled. It is ""
+// for a server's error.
+func connClass(err error) string {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ""
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+			return classify(st.Message())
+		}
+		return ""
+	}
+	return classify(err.Error())
 }
 
 // output renders a response (or a string already rendered) or an error.
@@ -305,7 +296,7 @@ func (c *C) output(resp any, err error) string {
 	if s, ok := resp.(string); ok {
 		return s
 	}
-	return render(resp)
+	return transcript.Render(resp)
 }
 
 // ---- running and comparing ----
@@ -334,9 +325,16 @@ func runScenario(t *testing.T, p *pki, sc scenario) {
 			}
 		})
 	}
-	want, got := cs[0], cs[1]
+	runEach(cs, func(_ int, c *C) { sc.run(c) })
+	compare(t, sc.name, cs)
+}
+
+// runEach runs f against the etcd and the rsetcd side concurrently (i is
+// the side's index in cs) and waits for both; a panic in f is a violation
+// of that side.
+func runEach(cs [2]*C, f func(i int, c *C)) {
 	var wg sync.WaitGroup
-	for _, c := range cs {
+	for i, c := range cs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -345,10 +343,18 @@ func runScenario(t *testing.T, p *pki, sc scenario) {
 					c.violations = append(c.violations, fmt.Sprintf("scenario panicked: %v", r))
 				}
 			}()
-			sc.run(c)
+			f(i, c)
 		}()
 	}
 	wg.Wait()
+}
+
+// compare fails t with each side's violations and with a step-by-step diff
+// unless the transcripts of etcd (cs[0]) and rsetcd (cs[1]) are identical;
+// what names the scenario in the diff's heading.
+func compare(t *testing.T, what string, cs [2]*C) {
+	t.Helper()
+	want, got := cs[0], cs[1]
 	for _, c := range cs {
 		for _, v := range c.violations {
 			if c == want {
@@ -358,95 +364,19 @@ func runScenario(t *testing.T, p *pki, sc scenario) {
 			}
 		}
 	}
-	if d := diffTranscripts(want.steps, got.steps); d != "" {
-		t.Errorf("%s: rsetcd differs from etcd 3.6.16\n%s", sc.name, d)
+	if d := transcript.Diff(want.steps, got.steps, transcript.AllLines); d != "" {
+		t.Errorf("%s: rsetcd differs from etcd 3.6.16\n%s", what, d)
 	}
 	if testing.Verbose() || t.Failed() {
 		for _, c := range cs {
 			if len(c.details) > 0 {
-				t.Logf("%s: client-side error texts behind the classes:\n%s", c.s.label, indent(strings.Join(c.details, "\n"), "    "))
+				t.Logf("%s: client-side error texts behind the classes:\n%s", c.s.label, transcript.Indent(strings.Join(c.details, "\n"), "    "))
 			}
 		}
 	}
 	if testing.Verbose() {
-		var b strings.Builder
-		for i, s := range want.steps {
-			fmt.Fprintf(&b, "step %d: %s\n%s", i+1, s.label, indent(s.out, "    "))
-		}
-		t.Logf("etcd transcript:\n%s", b.String())
+		t.Logf("etcd transcript:\n%s", transcript.Format(want.steps))
 	}
-}
-
-// diffTranscripts reports every step whose output differs, as a line diff
-// ("-" etcd, "+" rsetcd).
-func diffTranscripts(want, got []step) string {
-	var b strings.Builder
-	n := max(len(want), len(got))
-	differing := 0
-	for i := 0; i < n; i++ {
-		var w, g step
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w == g {
-			continue
-		}
-		differing++
-		label := w.label
-		if label == "" {
-			label = g.label
-		}
-		fmt.Fprintf(&b, "--- step %d/%d: %s\n", i+1, n, label)
-		b.WriteString(lineDiff(w.out, g.out))
-	}
-	if differing == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%d of %d steps differ (- etcd, + rsetcd):\n%s", differing, n, b.String())
-}
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
-}
-
-// lineDiff is a small LCS line diff: " " common, "-" only in a, "+" only in b.
-func lineDiff(a, b string) string {
-	x := strings.Split(strings.TrimRight(a, "\n"), "\n")
-	y := strings.Split(strings.TrimRight(b, "\n"), "\n")
-	lcs := make([][]int, len(x)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(y)+1)
-	}
-	for i := len(x) - 1; i >= 0; i-- {
-		for j := len(y) - 1; j >= 0; j-- {
-			if x[i] == y[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var out strings.Builder
-	i, j := 0, 0
-	for i < len(x) || j < len(y) {
-		switch {
-		case i < len(x) && j < len(y) && x[i] == y[j]:
-			out.WriteString("    " + x[i] + "\n")
-			i++
-			j++
-		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
-			out.WriteString("  - " + x[i] + "\n")
-			i++
-		default:
-			out.WriteString("  + " + y[j] + "\n")
-			j++
-		}
-	}
-	return out.String()
 }
 
 // ---- callers ----

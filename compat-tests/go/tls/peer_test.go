@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,10 +45,10 @@ func TestPeerTLS(t *testing.T) {
 		t.Skipf("%s=1: peer TLS scenarios skipped", noPeerTLSEnv)
 	}
 	p := genCerts(t)
-	bins := []string{refBin(t), etcdproc.BinFromEnv(t)}
+	bins := []string{etcdproc.MustRefBin(t), etcdproc.BinFromEnv(t)}
 	labels := []string{"etcd", "rsetcd"}
-	cs := make([]*C, 2)
-	var wg sync.WaitGroup
+	var cs [2]*C
+	var cls [2]*etcdproc.Cluster
 	for i := range bins {
 		quiet := &quietTB{TB: t}
 		cl := etcdproc.NewCluster(quiet, bins[i], 3, append(clientCertAuth.flags(p), peerFlags(p)...)...)
@@ -58,57 +57,24 @@ func TestPeerTLS(t *testing.T) {
 			m.ClientTLS = p.clientTLS(idRoot)
 		}
 		c := &C{s: &server{label: labels[i], proc: cl.Members[0], quiet: quiet}, t: t, pki: p, clients: map[string]*clientv3.Client{}}
-		cs[i] = c
+		cs[i], cls[i] = c, cl
 		t.Cleanup(c.close)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				if r := recover(); r != nil {
-					c.violations = append(c.violations, fmt.Sprintf("scenario panicked: %v", r))
-				}
-			}()
-			if err := cl.Start(startTimeout); err != nil {
-				quiet.loud.Store(true)
-				c.violations = append(c.violations, fmt.Sprintf("starting the cluster: %v", err))
-				return
-			}
-			peerScenario(c, cl)
-			for _, m := range cl.Members {
-				if !m.Running() {
-					quiet.loud.Store(true)
-				}
-			}
-		}()
 	}
-	wg.Wait()
-	want, got := cs[0], cs[1]
-	for _, c := range cs {
-		for _, v := range c.violations {
-			if c == want {
-				t.Errorf("the reference etcd contradicts the scenario (the test is wrong): %s", v)
-			} else {
-				t.Errorf("rsetcd: %s", v)
+	runEach(cs, func(i int, c *C) {
+		cl := cls[i]
+		if err := cl.Start(startTimeout); err != nil {
+			c.s.quiet.loud.Store(true)
+			c.violations = append(c.violations, fmt.Sprintf("starting the cluster: %v", err))
+			return
+		}
+		peerScenario(c, cl)
+		for _, m := range cl.Members {
+			if !m.Running() {
+				c.s.quiet.loud.Store(true)
 			}
 		}
-	}
-	if d := diffTranscripts(want.steps, got.steps); d != "" {
-		t.Errorf("peer TLS: rsetcd differs from etcd 3.6.16\n%s", d)
-	}
-	if testing.Verbose() || t.Failed() {
-		for _, c := range cs {
-			if len(c.details) > 0 {
-				t.Logf("%s: client-side error texts behind the classes:\n%s", c.s.label, indent(strings.Join(c.details, "\n"), "    "))
-			}
-		}
-	}
-	if testing.Verbose() {
-		var b strings.Builder
-		for i, s := range want.steps {
-			fmt.Fprintf(&b, "step %d: %s\n%s", i+1, s.label, indent(s.out, "    "))
-		}
-		t.Logf("etcd transcript:\n%s", b.String())
-	}
+	})
+	compare(t, "peer TLS", cs)
 }
 
 var portRe = regexp.MustCompile(`127\.0\.0\.1:\d+`)

@@ -17,7 +17,7 @@ import (
 // Subtests run in parallel; select one with -run 'TestTLSDiff/cn-auth'.
 func TestTLSDiff(t *testing.T) {
 	etcdproc.BinFromEnv(t)
-	refBin(t)
+	etcdproc.MustRefBin(t)
 	etcdctlBin(t)
 	p := genCerts(t)
 	seen := map[string]bool{}
