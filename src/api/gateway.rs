@@ -6,7 +6,8 @@
 //! grpc-gateway maps the code to. Each route calls the same service handler as gRPC does.
 //! The streaming routes `/v3/watch` and `/v3/lease/keepalive` read the body as a sequence of
 //! request objects and answer one `{"result": ...}` line per response, as grpc-gateway
-//! streams; a watch lasts until the client goes away. Snapshot and observe are not served.
+//! streams; a watch lasts until the client goes away. `/v3/maintenance/snapshot` and
+//! `/v3/election/observe` stream their server-streaming answers the same way.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -80,6 +81,18 @@ impl Gateway {
         match route {
             "watch" => return Some(self.watch(body, authorization).await),
             "lease/keepalive" => return Some(self.keep_alive(body, authorization).await),
+            "maintenance/snapshot" => {
+                let maintenance = MaintenanceService { server: self.server.clone() };
+                let (req, resp) = ("etcdserverpb.SnapshotRequest", "etcdserverpb.SnapshotResponse");
+                let call = |r| async move { maintenance.snapshot(r).await };
+                return Some(server_stream(body, authorization, req, resp, call).await);
+            }
+            "election/observe" => {
+                let election = ElectionService { recipes: self.recipes.clone() };
+                let (req, resp) = ("v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse");
+                let call = |r| async move { election.observe(r).await };
+                return Some(server_stream(body, authorization, req, resp, call).await);
+            }
             _ => {}
         }
         let (status, json) = self.unary_route(route, body, authorization).await?;
@@ -152,12 +165,7 @@ impl Gateway {
                 Ok(response) => {
                     out.extend(result_line(&response, "etcdserverpb.LeaseKeepAliveResponse"))
                 }
-                Err(err) => {
-                    let status = super::status::to_status(err);
-                    let line = serde_json::json!({ "error": {
-                        "code": status.code() as i32, "message": status.message() } });
-                    out.extend(format!("{line}\n").into_bytes());
-                }
+                Err(err) => out.extend(error_line(&super::status::to_status(err))),
             }
         }
         let frames = tokio_stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(out)))]);
@@ -319,9 +327,6 @@ impl Gateway {
             "lock/unlock" => {
                 call!(lock, unlock, "v3lockpb.UnlockRequest", "v3lockpb.UnlockResponse")
             }
-            "maintenance/snapshot" | "election/observe" => error(Status::unimplemented(format!(
-                "rsetcd: the gateway's streaming route /v3/{route} is not implemented yet"
-            ))),
             "auth/enable" => call!(
                 auth,
                 auth_enable,
@@ -434,6 +439,50 @@ impl Gateway {
 fn gateway_credentials(authorization: Option<&str>) -> crate::auth::Credentials {
     let token = authorization.map(|a| a.strip_prefix("Bearer ").unwrap_or(a).to_string());
     crate::auth::Credentials { token, common_name: None }
+}
+
+/// A server-streaming route: the JSON request in, one `{"result": ...}` line per response
+/// out (an error ends the stream with an `{"error": ...}` line), as grpc-gateway streams.
+async fn server_stream<Req, Resp, F, Fut>(
+    body: &[u8],
+    authorization: Option<&str>,
+    request_type: &str,
+    response_type: &'static str,
+    call: F,
+) -> Answer
+where
+    Req: prost::Message + Default,
+    Resp: prost::Message + 'static,
+    F: FnOnce(Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<tonic::codegen::BoxStream<Resp>>, Status>>,
+{
+    let request = match decode::<Req>(body, request_type) {
+        Ok(request) => request,
+        Err(status) => return json_error(status),
+    };
+    let mut request = Request::new(request);
+    if let Some(value) = authorization.and_then(|a| a.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let responses = match call(request).await {
+        Ok(responses) => responses.into_inner(),
+        Err(status) => return json_error(status),
+    };
+    let lines = responses.map(move |item| {
+        let line = match item {
+            Ok(message) => result_line(&message, response_type),
+            Err(status) => error_line(&status),
+        };
+        Ok::<_, Status>(Frame::data(line))
+    });
+    Answer::Stream(Body::new(StreamBody::new(lines)))
+}
+
+/// grpc-gateway's line for an error in a stream.
+fn error_line(status: &Status) -> Bytes {
+    let line = serde_json::json!({ "error": {
+        "code": status.code() as i32, "message": status.message() } });
+    Bytes::from(format!("{line}\n"))
 }
 
 /// Decodes the JSON request, calls the handler and encodes its answer.
