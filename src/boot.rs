@@ -41,6 +41,7 @@ pub async fn run(
     for var in &config.unknown_env {
         tracing::warn!(variable = var.as_str(), "unrecognized environment variable");
     }
+    crate::metrics::set_extensive(config.extensive_metrics);
     crate::metrics::install();
     let client_tls = match &config.client_tls {
         Some(settings) => Some(settings.server_config().context("client TLS")?),

@@ -21,6 +21,15 @@ pub const PEER_RECEIVED: &str = "etcd_network_peer_received_bytes_total";
 pub const PROPOSALS_FAILED: &str = "etcd_server_proposals_failed_total";
 pub const GRPC_STARTED: &str = "grpc_server_started_total";
 pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
+pub const GRPC_HANDLING: &str = "grpc_server_handling_seconds";
+
+/// `--metrics=extensive`: also the gRPC handling-time histograms.
+static EXTENSIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on `--metrics=extensive` (before the first gRPC call).
+pub fn set_extensive(on: bool) {
+    EXTENSIVE.store(on, Ordering::Relaxed);
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -34,6 +43,11 @@ pub fn install() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(WAL_FSYNC.into()), &disk)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BACKEND_COMMIT.into()), &disk))
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DEFRAG.into()), &defrag))
+            // Prometheus's default buckets, as grpc-prometheus uses them.
+            .and_then(|b| {
+                let default = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+                b.set_buckets_for_metric(Matcher::Full(GRPC_HANDLING.into()), &default)
+            })
             .expect("valid buckets")
             .build_recorder();
         let handle = recorder.handle();
@@ -67,6 +81,11 @@ fn describe() {
     describe_counter!(PEER_RECEIVED, Unit::Bytes, "The total number of bytes received from peers.");
     describe_counter!(PROPOSALS_FAILED, "The total number of failed proposals seen.");
     describe_counter!(GRPC_STARTED, "Total number of RPCs started on the server.");
+    describe_histogram!(
+        GRPC_HANDLING,
+        Unit::Seconds,
+        "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server."
+    );
     describe_counter!(
         GRPC_HANDLED,
         "Total number of RPCs completed on the server, regardless of success or failure."
@@ -153,11 +172,17 @@ pub struct GrpcCounters {
     started: metrics::Counter,
     /// By gRPC code (0..=16), registered on first use.
     handled: [OnceLock<metrics::Counter>; 17],
+    /// With `--metrics=extensive` only.
+    handling: Option<metrics::Histogram>,
 }
 
 impl GrpcCounters {
-    pub fn handled(&self, code: tonic::Code) {
+    /// Counts the call as handled with `code`, `started` being when it arrived.
+    pub fn handled(&self, code: tonic::Code, started: std::time::Instant) {
         self.handled_counter(code).increment(1);
+        if let Some(handling) = &self.handling {
+            handling.record(started.elapsed().as_secs_f64());
+        }
     }
 
     fn handled_counter(&self, code: tonic::Code) -> &metrics::Counter {
@@ -184,8 +209,13 @@ fn grpc_counters(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
     let kind = grpc_type(&service, &method);
     let started = counter!(GRPC_STARTED, "grpc_type" => kind,
         "grpc_service" => service.clone(), "grpc_method" => method.clone());
+    let handling = EXTENSIVE.load(Ordering::Relaxed).then(|| {
+        metrics::histogram!(GRPC_HANDLING, "grpc_type" => kind,
+            "grpc_service" => service.clone(), "grpc_method" => method.clone())
+    });
+    let handled = Default::default();
     let counters =
-        std::sync::Arc::new(GrpcCounters { service, method, started, handled: Default::default() });
+        std::sync::Arc::new(GrpcCounters { service, method, started, handled, handling });
     let mut methods = methods.write().unwrap_or_else(|p| p.into_inner());
     Some(methods.entry(path.to_string()).or_insert(counters).clone())
 }

@@ -269,9 +269,10 @@ def free_port() -> int:
 class Server:
     """One single-member server started with etcd's flags; stderr goes to a log file."""
 
-    def __init__(self, label: str, binary: str, workdir: Path):
+    def __init__(self, label: str, binary: str, workdir: Path, extra_args=()):
         self.label = label
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.workdir = workdir
         self.proc = None
         self.client_port = self.peer_port = 0
@@ -297,7 +298,7 @@ class Server:
             cmd = [self.binary, "--name", "s1", "--data-dir", str(data_dir),
                    "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
                    "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                   "--initial-cluster", f"s1={peer_url}"]
+                   "--initial-cluster", f"s1={peer_url}", *self.extra_args]
             log = open(self.log_path, "ab")
             log.write(("$ " + " ".join(cmd) + "\n").encode())
             log.flush()

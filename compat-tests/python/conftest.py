@@ -152,6 +152,24 @@ def fresh(request, tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def extensive(tmp_path_factory):
+    """An etcd and an rsetcd started with --metrics=extensive, for this module."""
+    targets = {}
+    try:
+        for label in LABELS:
+            _check_binary(label)
+            server = h.Server(label, _binary(label), tmp_path_factory.mktemp(f"ext-{label}"),
+                              extra_args=["--metrics", "extensive"])
+            server.start()
+            targets[label] = Target(label, server)
+        yield targets
+    finally:
+        for target in targets.values():
+            target.close_clients()
+            target.server.stop()
+
+
 @pytest.fixture
 def both(pool):
     """The shared etcd and rsetcd servers together, for direct comparisons."""

@@ -80,3 +80,24 @@ def test_grpc_series_exist_at_zero_as_etcds(both):
     assert len(series["etcd"]) > 700
     assert not missing, sorted(missing)[:5]
     assert not extra, sorted(extra)[:5]
+
+
+def test_extensive_metrics_add_handling_histograms_as_etcds(extensive):
+    """--metrics=extensive: grpc_server_handling_seconds, a histogram per method (zero from the
+    start, Prometheus's default buckets) that upstream's slow-gRPC alert reads."""
+    histograms = {}
+    for label, target in extensive.items():
+        target.client().put("/metrics/ext", "v")
+        families = scrape(target)
+        family = families["grpc_server_handling_seconds"]
+        assert family.type == "histogram"
+        histograms[label] = {
+            (tuple(sorted(s.labels.items())), s.value if s.name.endswith("_count") else None)
+            for s in family.samples if s.name.endswith(("_bucket", "_count"))
+        }
+    assert len(histograms["etcd"]) > 500
+    put_count = {label: [v for k, v in h if v is not None and ("grpc_method", "Put") in k]
+                 for label, h in histograms.items()}
+    assert put_count["rsetcd"] == put_count["etcd"] == [1.0], put_count
+    keys = {label: {k for k, _ in h if ("grpc_method", "Put") not in k} for label, h in histograms.items()}
+    assert keys["rsetcd"] == keys["etcd"]

@@ -13,36 +13,44 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::metrics::{self, GrpcCounters};
 
-/// Counts the call as started; returns its counters for [`handled`].
-pub fn started(path: &str) -> Option<Arc<GrpcCounters>> {
-    metrics::grpc_started(path)
+/// A call being counted: its method's counters and when it arrived.
+pub struct Call {
+    counters: Arc<GrpcCounters>,
+    started: Instant,
+}
+
+/// Counts the call as started; returns what [`handled`] needs.
+pub fn started(path: &str) -> Option<Call> {
+    let counters = metrics::grpc_started(path)?;
+    Some(Call { counters, started: Instant::now() })
 }
 
 /// Counts the call as handled once its status is known.
-pub fn handled(response: Response<Body>, counters: Option<Arc<GrpcCounters>>) -> Response<Body> {
-    let Some(counters) = counters else {
+pub fn handled(response: Response<Body>, call: Option<Call>) -> Response<Body> {
+    let Some(call) = call else {
         return response;
     };
     if let Some(status) = Status::from_header_map(response.headers()) {
-        counters.handled(status.code());
+        call.counters.handled(status.code(), call.started);
         return response;
     }
-    response.map(|body| Body::new(Counted { inner: body, counters: Some(counters) }))
+    response.map(|body| Body::new(Counted { inner: body, call: Some(call) }))
 }
 
 /// A response body that counts its call when the trailers (or the end) go by.
 struct Counted {
     inner: Body,
-    counters: Option<Arc<GrpcCounters>>,
+    call: Option<Call>,
 }
 
 impl Counted {
     fn count(&mut self, code: Code) {
-        if let Some(counters) = self.counters.take() {
-            counters.handled(code);
+        if let Some(call) = self.call.take() {
+            call.counters.handled(code, call.started);
         }
     }
 }

@@ -53,7 +53,7 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("max-wals", Value, false),
     flag("enable-v2", Bool, false),
     flag("enable-pprof", Bool, false),
-    flag("metrics", Value, false),
+    flag("metrics", Value, true),
     flag("listen-metrics-urls", Value, true),
     flag("listen-client-http-urls", Value, false),
     flag("auto-compaction-mode", Value, false),
@@ -128,6 +128,8 @@ pub struct Config {
     pub log_level: String,
     /// `--log-outputs`: `default`, `stderr`, `stdout` or file paths.
     pub log_outputs: Vec<String>,
+    /// `--metrics=extensive`: gRPC handling-time histograms besides the basic metrics.
+    pub extensive_metrics: bool,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
@@ -366,6 +368,13 @@ impl Config {
             max_txn_ops: number(get("max-txn-ops"), "max-txn-ops", 128)?,
             quota_backend_bytes: number(get("quota-backend-bytes"), "quota-backend-bytes", 0)?,
             log_level,
+            extensive_metrics: match get("metrics").unwrap_or("basic") {
+                "basic" => false,
+                "extensive" => true,
+                other => {
+                    return Err(invalid("metrics", other, "valid values are basic, extensive"))
+                }
+            },
             log_outputs: get("log-outputs")
                 .unwrap_or("default")
                 .split(',')
