@@ -22,6 +22,8 @@ pub const PROPOSALS_FAILED: &str = "etcd_server_proposals_failed_total";
 pub const GRPC_STARTED: &str = "grpc_server_started_total";
 pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
 pub const GRPC_HANDLING: &str = "grpc_server_handling_seconds";
+pub const GRPC_MSG_RECEIVED: &str = "grpc_server_msg_received_total";
+pub const GRPC_MSG_SENT: &str = "grpc_server_msg_sent_total";
 
 /// `--metrics=extensive`: also the gRPC handling-time histograms.
 static EXTENSIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -81,6 +83,11 @@ fn describe() {
     describe_counter!(PEER_RECEIVED, Unit::Bytes, "The total number of bytes received from peers.");
     describe_counter!(PROPOSALS_FAILED, "The total number of failed proposals seen.");
     describe_counter!(GRPC_STARTED, "Total number of RPCs started on the server.");
+    describe_counter!(
+        GRPC_MSG_RECEIVED,
+        "Total number of RPC stream messages received on the server."
+    );
+    describe_counter!(GRPC_MSG_SENT, "Total number of gRPC stream messages sent by the server.");
     describe_histogram!(
         GRPC_HANDLING,
         Unit::Seconds,
@@ -174,6 +181,10 @@ pub struct GrpcCounters {
     handled: [OnceLock<metrics::Counter>; 17],
     /// With `--metrics=extensive` only.
     handling: Option<metrics::Histogram>,
+    pub msg_received: metrics::Counter,
+    pub msg_sent: metrics::Counter,
+    /// Whether the client sends a stream (its messages are counted by the handler).
+    pub client_streams: bool,
 }
 
 impl GrpcCounters {
@@ -213,9 +224,20 @@ fn grpc_counters(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
         metrics::histogram!(GRPC_HANDLING, "grpc_type" => kind,
             "grpc_service" => service.clone(), "grpc_method" => method.clone())
     });
-    let handled = Default::default();
-    let counters =
-        std::sync::Arc::new(GrpcCounters { service, method, started, handled, handling });
+    let msg_received = counter!(GRPC_MSG_RECEIVED, "grpc_type" => kind,
+        "grpc_service" => service.clone(), "grpc_method" => method.clone());
+    let msg_sent = counter!(GRPC_MSG_SENT, "grpc_type" => kind,
+        "grpc_service" => service.clone(), "grpc_method" => method.clone());
+    let counters = std::sync::Arc::new(GrpcCounters {
+        service,
+        method,
+        started,
+        handled: Default::default(),
+        handling,
+        msg_received,
+        msg_sent,
+        client_streams: kind == "bidi_stream" || kind == "client_stream",
+    });
     let mut methods = methods.write().unwrap_or_else(|p| p.into_inner());
     Some(methods.entry(path.to_string()).or_insert(counters).clone())
 }
@@ -224,7 +246,19 @@ fn grpc_counters(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
 pub fn grpc_started(path: &str) -> Option<std::sync::Arc<GrpcCounters>> {
     let counters = grpc_counters(path)?;
     counters.started.increment(1);
+    // A unary or server-streaming call brings exactly one message.
+    if !counters.client_streams {
+        counters.msg_received.increment(1);
+    }
     Some(counters)
+}
+
+/// Counts one message received on a client stream of the method at `path` (the handlers
+/// of streaming methods call this per message, as grpc-prometheus counts each RecvMsg).
+pub fn grpc_message_received(path: &str) {
+    if let Some(counters) = grpc_counters(path) {
+        counters.msg_received.increment(1);
+    }
 }
 
 /// Shows every series of these methods at zero before any call, as etcd does for the
@@ -256,6 +290,8 @@ pub fn zero_grpc_series<'a>(paths: impl IntoIterator<Item = &'a str>) {
     for path in paths {
         let Some(counters) = grpc_counters(path) else { continue };
         counters.started.increment(0);
+        counters.msg_received.increment(0);
+        counters.msg_sent.increment(0);
         for code in CODES {
             counters.handled_counter(code).increment(0);
         }

@@ -70,14 +70,15 @@ def test_grpc_series_exist_at_zero_as_etcds(both):
         families = scrape(target)
         series[label] = {
             (family, tuple(sorted(sample.labels.items())))
-            for family in ("grpc_server_started", "grpc_server_handled")
+            for family in ("grpc_server_started", "grpc_server_handled",
+                           "grpc_server_msg_received", "grpc_server_msg_sent")
             for sample in families[family].samples
             if sample.name.endswith("_total")
         }
     missing = series["etcd"] - series["rsetcd"]
     extra = {s for s in series["rsetcd"] - series["etcd"]
              if dict(s[1]).get("grpc_service") not in ("v3electionpb.Election", "v3lockpb.Lock")}
-    assert len(series["etcd"]) > 700
+    assert len(series["etcd"]) > 800
     assert not missing, sorted(missing)[:5]
     assert not extra, sorted(extra)[:5]
 
@@ -101,3 +102,43 @@ def test_extensive_metrics_add_handling_histograms_as_etcds(extensive):
     assert put_count["rsetcd"] == put_count["etcd"] == [1.0], put_count
     keys = {label: {k for k, _ in h if ("grpc_method", "Put") not in k} for label, h in histograms.items()}
     assert keys["rsetcd"] == keys["etcd"]
+
+
+def test_message_counts_follow_etcds(extensive):
+    """grpc_server_msg_received/sent_total: the same calls count the same messages on both
+    servers (one each way per unary call; per stream message for Watch and keep-alives)."""
+    import time
+
+    counts = {}
+    for label, target in extensive.items():
+        cli = target.client()
+        before = scrape(target)
+        cli.put("/msg/a", "1")
+        cli.get("/msg/a")
+        events, cancel = cli.watch("/msg/w")
+        time.sleep(0.3)
+        cli.put("/msg/w", "1")
+        cli.put("/msg/w", "2")
+        got = [next(events), next(events)]
+        assert [e.value for e in got] == [b"1", b"2"]
+        cancel()
+        lease = cli.lease(30)
+        for _ in range(3):
+            list(cli.refresh_lease(lease.id))
+        time.sleep(0.5)
+        after = scrape(target)
+
+        def delta(family, method):
+            def value(families):
+                return sum(s.value for s in families[family].samples
+                           if s.name.endswith("_total") and s.labels.get("grpc_method") == method)
+            return value(after) - value(before)
+
+        counts[label] = {(family, method): delta(family, method)
+                         for family in ("grpc_server_msg_received", "grpc_server_msg_sent")
+                         for method in ("Put", "Range", "Watch", "LeaseKeepAlive", "LeaseGrant")}
+    # etcd 3.6.16 counts two received messages per keep-alive request on LeaseKeepAlive
+    # (also with etcdctl's own client; the cause is not known); rsetcd counts the one.
+    received = ("grpc_server_msg_received", "LeaseKeepAlive")
+    assert counts["etcd"].pop(received) == 2 * counts["rsetcd"].pop(received) == 6, counts
+    assert counts["rsetcd"] == counts["etcd"], counts

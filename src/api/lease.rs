@@ -52,6 +52,7 @@ impl Lease for LeaseService {
             let (server, credentials) = (server.clone(), credentials.clone());
             async move {
                 let req = message?;
+                crate::metrics::grpc_message_received("/etcdserverpb.Lease/LeaseKeepAlive");
                 let caller = server.caller(&credentials).await.map_err(to_status)?;
                 server.lease_keep_alive(req.id, caller.as_ref()).await.map_err(to_status)
             }

@@ -39,17 +39,7 @@ impl Watch for WatchService {
             loop {
                 tokio::select! {
                     message = inbound.message() => match message {
-                        Ok(Some(req)) => match req.request_union {
-                            Some(RequestUnion::CreateRequest(create)) => {
-                                match permit(&server, &credentials, &create).await {
-                                    Ok(()) => stream.create(create).await,
-                                    Err(reason) => stream.refuse(&reason).await,
-                                }
-                            }
-                            Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
-                            Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
-                            None => {}
-                        },
+                        Ok(Some(req)) => handle(&stream, &server, &credentials, req).await,
                         // The client closed its side or went away: drop its watchers.
                         Ok(None) | Err(_) => break,
                     },
@@ -64,6 +54,27 @@ impl Watch for WatchService {
             Ok(response)
         });
         Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+/// One request of the client's stream.
+async fn handle(
+    stream: &crate::watch::WatchStream,
+    server: &Server,
+    credentials: &auth::Credentials,
+    req: WatchRequest,
+) {
+    crate::metrics::grpc_message_received("/etcdserverpb.Watch/Watch");
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(create)) => {
+            match permit(server, credentials, &create).await {
+                Ok(()) => stream.create(create).await,
+                Err(reason) => stream.refuse(&reason).await,
+            }
+        }
+        Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id).await,
+        Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
+        None => {}
     }
 }
 
