@@ -144,8 +144,15 @@ def test_unknown_key_is_refused_by_rsetcd(tmp_path):
     # not silently left at its default (README, config/).
     path = tmp_path / "typo.yml"
     path.write_text(f"name: typo\ndata-dir: {tmp_path / 'x'}\nheartbeat-intervall: 100\n")
+    if os.path.basename(h.sut_bin()) == "etcd":
+        pytest.skip("rsetcd's own rule: etcd ignores unknown keys and starts")
     proc, log = start(h.sut_bin(), ["--config-file", str(path)], tmp_path)
-    assert proc.wait(timeout=20) != 0
+    try:
+        assert proc.wait(timeout=20) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert 'unknown key "heartbeat-intervall"' in log.read_text()
 
 
@@ -172,5 +179,61 @@ def test_listen_metrics_urls(server, tmp_path):
                               "--dial-timeout", "1s", "--command-timeout", "2s", "get", "k"],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode != 0
+    finally:
+        stop(proc)
+
+
+def tls_member(server: str, workdir: Path):
+    """config/tls.yml in workdir/config with its certificates from scripts/gen-test-certs.sh,
+    on free ports, started from workdir (the file's paths are relative to it)."""
+    subprocess.run([str(ROOT / "scripts" / "gen-test-certs.sh"), str(workdir / "config" / "pki")],
+                   check=True, capture_output=True, timeout=60)
+    config = with_ports((ROOT / "config" / "tls.yml").read_text(), workdir)
+    (workdir / "config" / "tls.yml").write_text(config)
+    proc, log = start(SERVERS[server](), ["--config-file", "config/tls.yml"], workdir)
+    return proc, log, config
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_tls_sample(server, tmp_path):
+    import http.client
+    import ssl
+    proc, log, config = tls_member(server, tmp_path)
+    try:
+        assert wait_ready(proc, log), log.read_text()[-2000:]
+        url = client_url(config)
+        assert url.startswith("https://127.0.0.1:")
+        pki = tmp_path / "config" / "pki"
+        ca = ["--cacert", str(pki / "ca.pem")]
+        cert = ["--cert", str(pki / "root.pem"), "--key", str(pki / "root-key.pem")]
+        health = etcdctl(url, *ca, *cert, "endpoint", "health")
+        assert health.startswith(f"{url} is healthy: successfully committed proposal"), health
+        assert etcdctl(url, *ca, *cert, "put", "k", "v") == "OK\n"
+        assert etcdctl(url, *ca, *cert, "get", "k") == "k\nv\n"
+        # HTTP on the same port, over TLS with the client certificate.
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        context.load_cert_chain(str(pki / "root.pem"), str(pki / "root-key.pem"))
+        conn = http.client.HTTPSConnection("127.0.0.1", int(url.rsplit(":", 1)[1]),
+                                           context=context, timeout=10)
+        conn.request("GET", "/health")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b'{"health":"true","reason":""}')
+        conn.close()
+        # client-cert-auth: a client that trusts the CA but shows no certificate is refused,
+        # and so is one speaking plain HTTP to the TLS port.
+        # (run side by side, as each waits out etcdctl's command timeout; with the
+        # certificate the same short timeouts are enough, so that is not why they fail)
+        quick = [h.etcdctl36_bin(), "--dial-timeout", "1s", "--command-timeout", "1s"]
+        control = subprocess.Popen([*quick, "--endpoints", url, *ca, *cert, "get", "k"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        refused = [subprocess.Popen([*quick, "--endpoints", endpoint, *args, *command],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for endpoint, args in ((url, ca), (url.replace("https://", "http://"), []))
+                   for command in (["get", "k"], ["endpoint", "health"])]
+        assert control.communicate(timeout=30)[0] == "k\nv\n"
+        for client in refused:
+            out, _ = client.communicate(timeout=30)
+            assert client.returncode != 0, (client.args, out)
+            assert "k\nv" not in out and "is healthy" not in out, (client.args, out)
     finally:
         stop(proc)

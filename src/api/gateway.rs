@@ -68,6 +68,10 @@ impl Gateway {
         Self { server, recipes, progress_interval }
     }
 
+    fn max_message(&self) -> usize {
+        self.server.limits().max_request_bytes + super::GRPC_OVERHEAD_BYTES
+    }
+
     /// Answers `path` (under `/v3/` or `/v3beta/`), or `None` when no route has that path.
     /// `authorization` is the request's `Authorization` header: the token, as etcd's gateway
     /// passes it on.
@@ -78,6 +82,7 @@ impl Gateway {
         authorization: Option<&str>,
     ) -> Option<Answer> {
         let route = path.strip_prefix("/v3/").or_else(|| path.strip_prefix("/v3beta/"))?;
+        let max = self.max_message();
         match route {
             "watch" => return Some(self.watch(body, authorization).await),
             "lease/keepalive" => return Some(self.keep_alive(body, authorization).await),
@@ -85,13 +90,13 @@ impl Gateway {
                 let maintenance = MaintenanceService { server: self.server.clone() };
                 let (req, resp) = ("etcdserverpb.SnapshotRequest", "etcdserverpb.SnapshotResponse");
                 let call = |r| async move { maintenance.snapshot(r).await };
-                return Some(server_stream(body, authorization, req, resp, call).await);
+                return Some(server_stream(body, authorization, max, req, resp, call).await);
             }
             "election/observe" => {
                 let election = ElectionService { recipes: self.recipes.clone() };
                 let (req, resp) = ("v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse");
                 let call = |r| async move { election.observe(r).await };
-                return Some(server_stream(body, authorization, req, resp, call).await);
+                return Some(server_stream(body, authorization, max, req, resp, call).await);
             }
             _ => {}
         }
@@ -102,10 +107,12 @@ impl Gateway {
     /// `/v3/watch`: the requests in the body open (or cancel) watchers on one watch stream,
     /// whose responses are streamed back until the client goes away.
     async fn watch(&self, body: &[u8], authorization: Option<&str>) -> Answer {
-        let requests = match decode_all::<WatchRequest>(body, "etcdserverpb.WatchRequest") {
-            Ok(requests) => requests,
-            Err(status) => return json_error(status),
-        };
+        let requests =
+            match decode_all::<WatchRequest>(body, "etcdserverpb.WatchRequest", self.max_message())
+            {
+                Ok(requests) => requests,
+                Err(status) => return json_error(status),
+            };
         let credentials = gateway_credentials(authorization);
         let (stream, responses) = self.recipes.hub.open_stream();
         let stream = Arc::new(stream);
@@ -149,11 +156,14 @@ impl Gateway {
 
     /// `/v3/lease/keepalive`: one answer line per keep-alive request in the body.
     async fn keep_alive(&self, body: &[u8], authorization: Option<&str>) -> Answer {
-        let requests =
-            match decode_all::<LeaseKeepAliveRequest>(body, "etcdserverpb.LeaseKeepAliveRequest") {
-                Ok(requests) => requests,
-                Err(status) => return json_error(status),
-            };
+        let requests = match decode_all::<LeaseKeepAliveRequest>(
+            body,
+            "etcdserverpb.LeaseKeepAliveRequest",
+            self.max_message(),
+        ) {
+            Ok(requests) => requests,
+            Err(status) => return json_error(status),
+        };
         let mut out = Vec::new();
         for request in requests {
             let caller = self.server.caller(&gateway_credentials(authorization)).await;
@@ -185,15 +195,12 @@ impl Gateway {
         let election = ElectionService { recipes: self.recipes.clone() };
         let lock = LockService { recipes: self.recipes.clone() };
         let auth = AuthService { server: self.server.clone() };
+        let max_message = self.max_message();
         macro_rules! call {
             ($service:expr, $method:ident, $req:literal, $resp:literal) => {
-                unary(
-                    body,
-                    authorization,
-                    $req,
-                    $resp,
-                    |r| async move { $service.$method(r).await },
-                )
+                unary(body, authorization, max_message, $req, $resp, |r| async move {
+                    $service.$method(r).await
+                })
                 .await
             };
         }
@@ -446,6 +453,7 @@ fn gateway_credentials(authorization: Option<&str>) -> crate::auth::Credentials 
 async fn server_stream<Req, Resp, F, Fut>(
     body: &[u8],
     authorization: Option<&str>,
+    max_message: usize,
     request_type: &str,
     response_type: &'static str,
     call: F,
@@ -456,7 +464,8 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<tonic::codegen::BoxStream<Resp>>, Status>>,
 {
-    let request = match decode::<Req>(body, request_type) {
+    let decoded = decode::<Req>(body, request_type);
+    let request = match decoded.and_then(|r| check_size(&r, max_message).map(|()| r)) {
         Ok(request) => request,
         Err(status) => return json_error(status),
     };
@@ -489,6 +498,7 @@ fn error_line(status: &Status) -> Bytes {
 async fn unary<Req, Resp, F, Fut>(
     body: &[u8],
     authorization: Option<&str>,
+    max_message: usize,
     request_type: &str,
     response_type: &str,
     call: F,
@@ -499,7 +509,8 @@ where
     F: FnOnce(Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = match decode::<Req>(body, request_type) {
+    let decoded = decode::<Req>(body, request_type);
+    let request = match decoded.and_then(|r| check_size(&r, max_message).map(|()| r)) {
         Ok(request) => request,
         Err(status) => return error(status),
     };
@@ -514,12 +525,17 @@ where
 }
 
 /// A streaming route's body: request objects one after another.
-fn decode_all<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<Vec<T>, Status> {
+fn decode_all<T: prost::Message + Default>(
+    body: &[u8],
+    type_name: &str,
+    max: usize,
+) -> Result<Vec<T>, Status> {
     let values = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>();
     values
         .map(|value| {
             let value = value.map_err(|e| Status::invalid_argument(e.to_string()))?;
-            decode(value.to_string().as_bytes(), type_name)
+            let message: T = decode(value.to_string().as_bytes(), type_name)?;
+            check_size(&message, max).map(|()| message)
         })
         .collect()
 }
@@ -532,6 +548,18 @@ fn result_line<T: prost::Message>(message: &T, type_name: &str) -> Bytes {
 fn json_error(status: Status) -> Answer {
     let (code, body) = error(status);
     Answer::Json(code, body)
+}
+
+/// The largest message a gRPC call would accept (etcd's gateway feeds its gRPC server, which
+/// refuses larger messages with this text).
+fn check_size<T: prost::Message>(message: &T, max: usize) -> Result<(), Status> {
+    let size = message.encoded_len();
+    if size > max {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({size} vs. {max})"
+        )));
+    }
+    Ok(())
 }
 
 fn decode<T: prost::Message + Default>(body: &[u8], type_name: &str) -> Result<T, Status> {

@@ -88,8 +88,8 @@ where
                 return Box::pin(async move { Ok(text(StatusCode::BAD_REQUEST, refusal)) });
             }
             if let Some(gateway) = self.gateway.clone() {
-                let limit = self.server.limits().max_request_bytes + super::GRPC_OVERHEAD_BYTES;
-                return Box::pin(async move { Ok(gateway_call(gateway, request, limit).await) });
+                let max = self.server.limits().max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+                return Box::pin(async move { Ok(gateway_call(gateway, request, max).await) });
             }
         }
         let server = self.server.clone();
@@ -254,13 +254,16 @@ async fn run_probe(server: &Server, probe: Probe, query: &Query) -> Response<Bod
 async fn gateway_call<B>(
     gateway: super::gateway::Gateway,
     request: Request<B>,
-    limit: usize,
+    max_message: usize,
 ) -> Response<Body>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
+    // JSON with base64 bytes is larger than the message it carries: the body may be several
+    // times the message limit, which the gateway checks once it is decoded.
+    let limit = 4 * max_message;
     let path = request.uri().path().to_string();
     let authorization = request
         .headers()
@@ -271,7 +274,18 @@ where
     let (status, body) = if request.method() != Method::POST {
         (StatusCode::NOT_IMPLEMENTED, r#"{"code":12,"message":"Method Not Allowed"}"#.to_string())
     } else {
+        let length = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         match http_body_util::Limited::new(request.into_body(), limit).collect().await {
+            // Too large for any message: gRPC's refusal, as etcd's gateway passes it on.
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                let size = length.unwrap_or(limit);
+                super::gateway::error(tonic::Status::resource_exhausted(format!(
+                    "grpc: received message larger than max ({size} vs. {max_message})"
+                )))
+            }
             Err(err) => super::gateway::error(tonic::Status::invalid_argument(format!(
                 "reading the body: {err}"
             ))),
@@ -290,8 +304,16 @@ where
             },
         }
     };
+    let challenge = (status == StatusCode::UNAUTHORIZED)
+        .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .flatten()
+        .and_then(|doc| doc["message"].as_str().map(str::to_string));
     let mut response = respond_with(status, body);
     set(&mut response, CONTENT_TYPE, "application/json");
+    // grpc-gateway names the reason of an Unauthenticated answer in this header too.
+    if let Some(value) = challenge.and_then(|m| http::HeaderValue::from_str(&m).ok()) {
+        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+    }
     response
 }
 
