@@ -73,6 +73,11 @@ for pkg in $(cd compat-tests/go && "$GO" list ./... | grep -v /internal/); do
     row "$name" $(go_counts "$OUT/r.json") $(go_counts "$OUT/e.json")
 done
 
+# Kubernetes' storage conformance tests (own Go module): one top-level test per server.
+(cd compat-tests/kubernetes && RSETCD_BIN="$RSETCD" "$GO" test -count=1 -json -run TestRsetcd ./... >"$OUT/k.json" 2>&1)
+(cd compat-tests/kubernetes && REF_ETCD_BIN="$ETCD" "$GO" test -count=1 -json -run TestReferenceEtcd ./... >"$OUT/ke.json" 2>&1)
+row "kubernetes storage (apiserver)" $(go_counts "$OUT/k.json") $(go_counts "$OUT/ke.json")
+
 export RSETCD_BIN="$RSETCD"
 python3 -m pytest -q -p no:cacheprovider compat-tests/http --junitxml="$OUT/http.xml" >/dev/null 2>&1
 row "http (differential + per server)" $(pytest_counts "$OUT/http.xml" rsetcd) $(pytest_counts "$OUT/http.xml" etcd)

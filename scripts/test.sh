@@ -25,6 +25,9 @@ export RSETCD_BIN="$ROOT/target/debug/rsetcd"
 step "Go: descriptors, kill -9 durability, clientv3 suites (kvdiff, watch, lease, concurrency, recipes)"
 (cd compat-tests/go && "$GO" test -count=1 ./...)
 
+step "Kubernetes: k8s.io/apiserver's etcd3 store and watch-cache conformance tests against rsetcd"
+(cd compat-tests/kubernetes && "$GO" test -count=1 -run TestRsetcd ./...)
+
 step "HTTP endpoints and etcdctl differential suites: rsetcd against reference etcd"
 python3 -m pytest -q compat-tests/http
 python3 -m pytest -q compat-tests/etcdctl

@@ -30,7 +30,9 @@ impl std::fmt::Debug for JwtTokens {
 struct Claims {
     username: String,
     revision: u64,
-    exp: u64,
+    /// Always set when rsetcd signs; a token signed elsewhere may go without (as etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +49,116 @@ pub enum JwtError {
     VerifyOnly,
     #[error("auth: signing a token: {0}")]
     Sign(jsonwebtoken::errors::Error),
+    #[error("auth: public and private keys don't match")]
+    KeyMismatch,
+    #[error("auth: invalid auth options: {0} given twice")]
+    Duplicate(String),
+}
+
+/// An unreadable key (the reason is logged; etcd only says the key is bad).
+fn key_error(reason: &str) -> jsonwebtoken::errors::Error {
+    tracing::debug!(reason, "unreadable JWT key");
+    jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into()
+}
+
+/// A private key (PEM: RSA as PKCS#1 or PKCS#8, EC as SEC1 or PKCS#8, Ed25519 as PKCS#8)
+/// and the public key derived from it, as etcd works it out when no pub-key is given.
+fn private_key(
+    algorithm: Algorithm,
+    pem: &[u8],
+) -> Result<(EncodingKey, DecodingKey), jsonwebtoken::errors::Error> {
+    use ring::signature::KeyPair;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::PrivateKeyDer;
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| key_error(&e.to_string()))?;
+    let unreadable = |_| key_error("the private key does not match the sign method");
+    match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let (ring_alg, curve_oid): (_, &[u8]) = if algorithm == Algorithm::ES256 {
+                (&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, P256_OID)
+            } else {
+                (&ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING, P384_OID)
+            };
+            let pkcs8 = match &der {
+                PrivateKeyDer::Sec1(sec1) => sec1_to_pkcs8(sec1.secret_sec1_der(), curve_oid),
+                PrivateKeyDer::Pkcs8(p) => p.secret_pkcs8_der().to_vec(),
+                _ => return Err(key_error("not an EC key")),
+            };
+            let rng = ring::rand::SystemRandom::new();
+            let pair = ring::signature::EcdsaKeyPair::from_pkcs8(ring_alg, &pkcs8, &rng)
+                .map_err(unreadable)?;
+            let public = DecodingKey::from_ec_der(pair.public_key().as_ref());
+            Ok((EncodingKey::from_ec_der(&pkcs8), public))
+        }
+        Algorithm::EdDSA => {
+            let PrivateKeyDer::Pkcs8(p) = &der else { return Err(key_error("not a PKCS#8 key")) };
+            let pair =
+                ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(p.secret_pkcs8_der())
+                    .map_err(unreadable)?;
+            let public = DecodingKey::from_ed_der(pair.public_key().as_ref());
+            Ok((EncodingKey::from_ed_der(p.secret_pkcs8_der()), public))
+        }
+        _ => {
+            let pair = match &der {
+                PrivateKeyDer::Pkcs1(p) => ring::rsa::KeyPair::from_der(p.secret_pkcs1_der()),
+                PrivateKeyDer::Pkcs8(p) => ring::rsa::KeyPair::from_pkcs8(p.secret_pkcs8_der()),
+                _ => return Err(key_error("not an RSA key")),
+            }
+            .map_err(|e| key_error(&e.to_string()))?;
+            let public = DecodingKey::from_rsa_der(pair.public().as_ref());
+            Ok((EncodingKey::from_rsa_pem(pem)?, public))
+        }
+    }
+}
+
+fn public_key(
+    algorithm: Algorithm,
+    pem: &[u8],
+) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+    match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        _ => DecodingKey::from_rsa_pem(pem),
+    }
+}
+
+/// id-ecPublicKey, then the named curve.
+const EC_PUBLIC_KEY_OID: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// Wraps a SEC1 `ECPrivateKey` in PKCS#8 (what the signing libraries read).
+fn sec1_to_pkcs8(sec1: &[u8], curve_oid: &[u8]) -> Vec<u8> {
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> =
+                len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    let algorithm = der(0x30, &[EC_PUBLIC_KEY_OID, curve_oid].concat());
+    let body = [&[0x02, 0x01, 0x00][..], &algorithm, &der(0x04, sec1)].concat();
+    der(0x30, &body)
 }
 
 impl JwtTokens {
     /// `options` are the `key=value` parts after `jwt,` (unknown keys are ignored, as etcd
     /// only warns about them).
     pub fn from_options(options: &[(String, String)]) -> Result<JwtTokens, JwtError> {
+        if let Some((key, _)) = options
+            .iter()
+            .enumerate()
+            .find_map(|(i, (k, _))| options[..i].iter().find(|(o, _)| o == k))
+        {
+            return Err(JwtError::Duplicate(key.clone()));
+        }
         let get = |key: &str| options.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         let method = get("sign-method").ok_or(JwtError::MissingKey("sign-method"))?;
         let algorithm: Algorithm =
@@ -75,27 +181,32 @@ impl JwtTokens {
                 (Some(EncodingKey::from_secret(&secret)), DecodingKey::from_secret(&secret))
             }
             _ => {
-                let public = get("pub-key").ok_or(JwtError::MissingKey("pub-key"))?;
-                let pem = read(public)?;
-                let verifying = match algorithm {
-                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-                    Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-                    _ => DecodingKey::from_rsa_pem(&pem),
-                }
-                .map_err(bad(public))?;
-                let signing = match get("priv-key") {
-                    Some(path) => {
-                        let pem = read(path)?;
-                        let key = match algorithm {
-                            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
-                            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-                            _ => EncodingKey::from_rsa_pem(&pem),
-                        };
-                        Some(key.map_err(bad(path))?)
-                    }
+                let private = match get("priv-key") {
+                    Some(path) => Some(private_key(algorithm, &read(path)?).map_err(bad(path))?),
                     None => None,
                 };
-                (signing, verifying)
+                let public = match get("pub-key") {
+                    Some(path) => Some(public_key(algorithm, &read(path)?).map_err(bad(path))?),
+                    None => None,
+                };
+                match (private, public) {
+                    (Some((signing, derived)), None) => (Some(signing), derived),
+                    (Some((signing, _)), Some(verifying)) => {
+                        let probe = JwtTokens {
+                            algorithm,
+                            signing: Some(signing.clone()),
+                            verifying: verifying.clone(),
+                            ttl,
+                        };
+                        let token = probe.sign("", 0)?;
+                        if probe.verify(&token).is_none() {
+                            return Err(JwtError::KeyMismatch);
+                        }
+                        (Some(signing), verifying)
+                    }
+                    (None, Some(verifying)) => (None, verifying),
+                    (None, None) => return Err(JwtError::MissingKey("pub-key or priv-key")),
+                }
             }
         };
         Ok(JwtTokens { algorithm, signing, verifying, ttl })
@@ -105,15 +216,17 @@ impl JwtTokens {
         let key = self.signing.as_ref().ok_or(JwtError::VerifyOnly)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let exp = (now + self.ttl).as_secs();
-        let claims = Claims { username: username.to_string(), revision, exp };
+        let claims = Claims { username: username.to_string(), revision, exp: Some(exp) };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).map_err(JwtError::Sign)
     }
 
     /// The user and auth revision of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Option<(String, u64)> {
+        // As golang-jwt: exp and nbf are checked when present, and none is required.
         let mut validation = Validation::new(self.algorithm);
         validation.leeway = 0;
-        validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
+        validation.validate_nbf = true;
+        validation.required_spec_claims = Default::default();
         let data = jsonwebtoken::decode::<Claims>(token, &self.verifying, &validation)
             .map_err(|err| tracing::warn!(error = %err, "invalid auth token"))
             .ok()?;

@@ -23,5 +23,11 @@
 // output lacks that text fails the test on the server that gave it, so the
 // transcripts are known to contain the errors they are meant to exercise.
 //
+// jwt_test.go runs JWT scenarios the same way (TestJWTDiff), both servers
+// started with the same --auth-token jwt options and key files made by the
+// test, which also signs tokens of its own; TestJWTStartOptions compares
+// only whether each server starts with given --auth-token options, and
+// TestJWTCrossServer uses tokens of one server on the other.
+//
 // The tests skip when RSETCD_BIN is unset.
 package auth

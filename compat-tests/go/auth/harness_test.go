@@ -158,7 +158,7 @@ func (c *C) caller(ctx context.Context, who string) (context.Context, *grpc.Clie
 
 // helperFiles hold no scenario lines: a step's label names the first
 // caller outside them.
-var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true}
+var helperFiles = map[string]bool{"harness_test.go": true, "calls_test.go": true, "jwt_calls_test.go": true}
 
 // record appends a step, labelled with op and the scenario line that
 // issued it.
@@ -341,8 +341,12 @@ var scenarioArgs = map[string][]string{
 
 // runScenario starts a fresh pair, runs sc against both concurrently and
 // fails with a step-by-step diff unless the transcripts are identical.
-func runScenario(t *testing.T, sc scenario) {
-	ref, sut := etcdproc.StartPair(t, memberName, startTimeout, scenarioArgs[sc.name]...)
+func runScenario(t *testing.T, sc scenario) { runScenarioArgs(t, sc, scenarioArgs[sc.name]...) }
+
+// runScenarioArgs is runScenario with the extra server flags given (the
+// same on both servers; e.g. --auth-token with key files made by the test).
+func runScenarioArgs(t *testing.T, sc scenario, args ...string) {
+	ref, sut := etcdproc.StartPair(t, memberName, startTimeout, args...)
 	var cs [2]*C
 	for i, s := range []*server{{"etcd", ref}, {"rsetcd", sut}} {
 		c, err := newC(t, s)
