@@ -44,6 +44,7 @@ pub fn to_status(err: Error) -> Status {
         Error::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Error::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         Error::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+        Error::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
         Error::MemberBadUrls => {
             (Code::InvalidArgument, "etcdserver: given member URLs are invalid")
         }

@@ -69,6 +69,8 @@ pub enum ProposeError {
     NotLeader,
     #[error("the learner is not in sync with the leader")]
     LearnerNotReady,
+    #[error("the leader changed")]
+    LeaderChanged,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
@@ -187,7 +189,17 @@ struct Node<S: StateMachine> {
     reads_in_raft: HashMap<u64, Vec<Reply<u64>>>,
     /// Read barriers with a read index, waiting for the applied index to reach it.
     reads_waiting_apply: Vec<(u64, Vec<Reply<u64>>)>,
+    /// The last leader known (none until the first is elected).
+    known_leader: u64,
+    /// Committed entries a follower has not applied yet (see [`Self::may_defer`]).
+    deferred: Vec<Entry>,
+    /// When the deferred entries are applied at the latest.
+    deferred_until: Option<Instant>,
 }
+
+/// How long a follower may keep committed entries unapplied, waiting for the next entries
+/// from the leader to apply them in the transaction that persists those.
+const APPLY_DEFERRAL: Duration = Duration::from_millis(2);
 
 impl<S: StateMachine> Node<S> {
     fn new(
@@ -243,6 +255,9 @@ impl<S: StateMachine> Node<S> {
             reads_queued: Vec::new(),
             reads_in_raft: HashMap::new(),
             reads_waiting_apply: Vec::new(),
+            known_leader: raft::INVALID_ID,
+            deferred: Vec::new(),
+            deferred_until: None,
             config,
         })
     }
@@ -250,7 +265,10 @@ impl<S: StateMachine> Node<S> {
     fn run(&mut self, inputs: Receiver<Input<S::Output>>) {
         let mut next_tick = Instant::now() + self.config.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut wait = next_tick.saturating_duration_since(Instant::now());
+            if let Some(until) = self.deferred_until {
+                wait = wait.min(until.saturating_duration_since(Instant::now()));
+            }
             match inputs.recv_timeout(wait) {
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -268,8 +286,11 @@ impl<S: StateMachine> Node<S> {
                     next_tick = Instant::now() + self.config.tick;
                 }
             }
+            self.notice_new_leader();
             self.issue_reads();
-            if let Err(err) = self.on_ready() {
+            let due = self.deferred_until.is_some_and(|until| Instant::now() >= until);
+            let applied = if due { self.apply_deferred() } else { Ok(()) };
+            if let Err(err) = applied.and_then(|()| self.on_ready()) {
                 // A failed LMDB commit leaves the durable state unknown: stop rather than
                 // answer anyone, as etcd panics on a backend failure.
                 panic!("raft persistence failed: {err}");
@@ -426,6 +447,25 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// As etcd, read barriers waiting when a new leader takes over fail with "leader
+    /// changed" rather than wait out the request timeout: a ReadIndex round sent to a failed
+    /// leader is never answered, and clients retry such errors on their own.
+    fn notice_new_leader(&mut self) {
+        let leader = self.raw.raft.leader_id;
+        if leader == raft::INVALID_ID || leader == self.known_leader {
+            return;
+        }
+        let first = self.known_leader == raft::INVALID_ID;
+        self.known_leader = leader;
+        if first {
+            return;
+        }
+        let waiting = self.reads_in_raft.drain().flat_map(|(_, replies)| replies);
+        for reply in waiting.chain(self.reads_queued.drain(..)) {
+            let _ = reply.send(Err(ProposeError::LeaderChanged));
+        }
+    }
+
     /// Hands queued read barriers to raft as one ReadIndex request. raft-rs silently drops a
     /// ReadIndex before the leader committed an entry of its term, so wait for that first.
     fn issue_reads(&mut self) {
@@ -455,18 +495,31 @@ impl<S: StateMachine> Node<S> {
         } else {
             Some(self.pending_snapshot.take().expect("raft installs only offered snapshots"))
         };
-        let committed = ready.take_committed_entries();
+        let mut committed = ready.take_committed_entries();
+        let deferring = installing.is_none() && self.may_defer(&ready, &committed);
+        if deferring {
+            // Only the commit index moved: raft's mirror learns it now, the store with the
+            // deferred entries.
+            self.deferred.append(&mut committed);
+            self.deferred_until.get_or_insert_with(|| Instant::now() + APPLY_DEFERRAL);
+            if let Some(hs) = ready.hs() {
+                self.raw.store().wl().set_hardstate(hs.clone());
+            }
+        } else if !self.deferred.is_empty() {
+            self.deferred_until = None;
+            let later = std::mem::replace(&mut committed, std::mem::take(&mut self.deferred));
+            committed.extend(later);
+        }
         let lone_leader =
             self.raw.raft.state == StateRole::Leader && self.raw.raft.prs().is_singleton();
 
         let mut outputs = Vec::new();
-        let backend = self.backend.clone();
         // A Ready holding only messages (heartbeats and their answers, ReadIndex rounds)
         // changes nothing durable: no transaction, so no fsync delays the answer.
         let durable = installing.is_some()
             || !ready.entries().is_empty()
             || !committed.is_empty()
-            || ready.hs().is_some();
+            || (ready.hs().is_some() && !deferring);
         if durable {
             self.persist_ready(
                 &mut ready,
@@ -488,6 +541,9 @@ impl<S: StateMachine> Node<S> {
                 self.reads_waiting_apply.push((state.index, waiters));
             }
         }
+        if !self.reads_waiting_apply.is_empty() && !self.deferred.is_empty() {
+            self.apply_deferred()?;
+        }
 
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
@@ -496,27 +552,83 @@ impl<S: StateMachine> Node<S> {
         self.sink.send(light.take_messages());
         let committed = light.take_committed_entries();
         if committed.iter().any(|e| e.index > self.applied) {
-            let mut outputs = Vec::new();
-            let mut txn = backend.write_txn()?;
-            self.apply_entries(&mut txn, &committed, &mut outputs)?;
-            let mut hard_state = self.raw.raft.hard_state();
-            hard_state.commit = hard_state.commit.max(self.applied);
-            self.log.set_hard_state(&mut txn, &hard_state)?;
-            self.log.set_applied(&mut txn, self.applied)?;
-            // Only entries already durable in the log were applied: redone after a crash.
-            let started = Instant::now();
-            txn.commit_redoable()?;
-            metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
-            self.state_machine.committed();
-            // Status must show the commit before any caller hears of it.
-            self.publish_status();
-            self.answer(outputs);
+            self.apply_in_own_txn(&committed)?;
         }
         let applied = self.applied.min(self.raw.raft.raft_log.committed);
-        self.raw.advance_apply_to(applied);
+        self.note_applied(applied);
         self.answer_reads();
         self.compact_log()?;
         self.publish_status();
+        Ok(())
+    }
+
+    /// Whether a follower's Ready may leave its committed entries unapplied for a moment.
+    /// A follower learns that entries committed from the leader's next message, usually one
+    /// carrying nothing else; applying them at once would cost a commit (and its flush) of
+    /// its own, where etcd's followers apply without one. Deferred, they are applied by the
+    /// transaction that persists the next entries, or after [`APPLY_DEFERRAL`]. Never when
+    /// someone here waits for them: a read barrier, a proposal made through this member, or
+    /// a membership change; and never on a leader, whose callers wait for its apply.
+    fn may_defer(&self, ready: &raft::Ready, committed: &[Entry]) -> bool {
+        let stored = self.raw.store().rl().hard_state().clone();
+        let vote_or_term_moved =
+            ready.hs().is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote);
+        let awaited = |entry: &Entry| {
+            entry.entry_type != EntryType::EntryNormal
+                || <[u8; 8]>::try_from(entry.context.as_ref())
+                    .is_ok_and(|c| self.proposals.contains_key(&u64::from_be_bytes(c)))
+        };
+        self.raw.raft.state == StateRole::Follower
+            && !committed.is_empty()
+            && ready.entries().is_empty()
+            && ready.snapshot().is_empty()
+            && !vote_or_term_moved
+            && self.reads_waiting_apply.is_empty()
+            && self.deferred.len() + committed.len() <= 1024
+            && !committed.iter().any(awaited)
+    }
+
+    /// Tells raft what is applied. `advance` already counted every committed entry a Ready
+    /// handed out as applied, deferred ones included, and raft refuses to go back.
+    fn note_applied(&mut self, applied: u64) {
+        if applied > self.raw.raft.raft_log.applied {
+            self.raw.advance_apply_to(applied);
+        }
+    }
+
+    /// Applies the entries a follower deferred, in a transaction of their own.
+    fn apply_deferred(&mut self) -> heed::Result<()> {
+        self.deferred_until = None;
+        let entries = std::mem::take(&mut self.deferred);
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.apply_in_own_txn(&entries)?;
+        self.note_applied(self.applied.min(self.raw.raft.raft_log.committed));
+        self.answer_reads();
+        Ok(())
+    }
+
+    /// Applies committed entries, already durable in the log, in a transaction that persists
+    /// nothing else: a crash may undo it, and raft then applies them again.
+    fn apply_in_own_txn(&mut self, entries: &[Entry]) -> heed::Result<()> {
+        let mut outputs = Vec::new();
+        let backend = self.backend.clone();
+        let mut txn = backend.write_txn()?;
+        self.apply_entries(&mut txn, entries, &mut outputs)?;
+        // The mirror's hard state, not raft's: raft may hold entries (and a commit index
+        // covering them) that are not persisted yet.
+        let mut hard_state = self.raw.store().rl().hard_state().clone();
+        hard_state.commit = hard_state.commit.max(self.applied);
+        self.log.set_hard_state(&mut txn, &hard_state)?;
+        self.log.set_applied(&mut txn, self.applied)?;
+        let started = Instant::now();
+        txn.commit_redoable()?;
+        metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
+        self.state_machine.committed();
+        // Status must show the commit before any caller hears of it.
+        self.publish_status();
+        self.answer(outputs);
         Ok(())
     }
 

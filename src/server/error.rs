@@ -33,6 +33,8 @@ pub enum Error {
     NoLeader,
     #[error("not leader")]
     NotLeader,
+    #[error("leader changed")]
+    LeaderChanged,
     #[error("bad leader transferee")]
     BadLeaderTransferee,
     #[error("request timed out, leader transfer took too long")]

@@ -685,6 +685,7 @@ impl Server {
             Ok(Ok(Err(ProposeError::Dropped))) => Err(Error::Timeout),
             Ok(Ok(Err(ProposeError::NotLeader))) => Err(Error::NotLeader),
             Ok(Ok(Err(ProposeError::LearnerNotReady))) => Err(Error::LearnerNotReady),
+            Ok(Ok(Err(ProposeError::LeaderChanged))) => Err(Error::LeaderChanged),
             Ok(Ok(Ok(value))) => Ok(value),
         }
     }
