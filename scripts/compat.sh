@@ -3,6 +3,8 @@
 # against rsetcd and against the reference etcd 3.6.16 (which proves the tests right).
 #
 # - Go (compat-tests/go): each package runs twice, RSETCD_BIN=rsetcd then RSETCD_BIN=etcd.
+# - Go, own modules: compat-tests/kubernetes (k8s.io/apiserver storage conformance) and
+#   compat-tests/kube-apiserver (a real kube-apiserver and kubectl), once per server.
 # - Python clients (compat-tests/python: etcd3, etcd3gw, /metrics parsing): one run; each
 #   test is parametrized per server, so its id says which server it ran against.
 # - Java (compat-tests/java, jetcd): one run; each test is parametrized per server.
@@ -77,6 +79,13 @@ done
 (cd compat-tests/kubernetes && RSETCD_BIN="$RSETCD" "$GO" test -count=1 -json -run TestRsetcd ./... >"$OUT/k.json" 2>&1)
 (cd compat-tests/kubernetes && REF_ETCD_BIN="$ETCD" "$GO" test -count=1 -json -run TestReferenceEtcd ./... >"$OUT/ke.json" 2>&1)
 row "kubernetes storage (apiserver)" $(go_counts "$OUT/k.json") $(go_counts "$OUT/ke.json")
+
+# A real kube-apiserver + kubectl (v1.37.2, own Go module) on a 3-member cluster with members
+# killed and restarted: one run per server; build.sh builds the two binaries once into .cache/kube.
+compat-tests/kube-apiserver/build.sh >&2
+(cd compat-tests/kube-apiserver && RSETCD_BIN="$RSETCD" "$GO" test -count=1 -timeout 20m -json ./... >"$OUT/ka.json" 2>&1)
+(cd compat-tests/kube-apiserver && RSETCD_BIN="$ETCD" "$GO" test -count=1 -timeout 20m -json ./... >"$OUT/kae.json" 2>&1)
+row "kube-apiserver 1.37 + kubectl" $(go_counts "$OUT/ka.json") $(go_counts "$OUT/kae.json")
 
 export RSETCD_BIN="$RSETCD"
 python3 -m pytest -q -p no:cacheprovider compat-tests/http --junitxml="$OUT/http.xml" >/dev/null 2>&1

@@ -28,6 +28,10 @@ step "Go: descriptors, kill -9 durability, clientv3 suites (kvdiff, watch, lease
 step "Kubernetes: k8s.io/apiserver's etcd3 store and watch-cache conformance tests against rsetcd"
 (cd compat-tests/kubernetes && "$GO" test -count=1 -run TestRsetcd ./...)
 
+step "Kubernetes: a real kube-apiserver 1.37.2 and kubectl on a 3-member rsetcd, members killed and restarted"
+compat-tests/kube-apiserver/build.sh
+(cd compat-tests/kube-apiserver && "$GO" test -count=1 -timeout 20m ./...)
+
 step "HTTP endpoints and etcdctl differential suites: rsetcd against reference etcd"
 python3 -m pytest -q compat-tests/http
 python3 -m pytest -q compat-tests/etcdctl
