@@ -250,8 +250,22 @@ pub async fn run(
     lease_loop.abort();
     token_sweep.abort();
     router.abort();
-    for task in tasks {
-        task.await.context("client server task")?.context("serving clients")?;
+    // Open connections end the graceful stop, but the other members' raft streams stay open
+    // as long as those members run (and watch streams as long as their clients): like etcd,
+    // which gives its gRPC servers a moment before closing them, wait only so long.
+    let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+    let serving = async {
+        for task in tasks {
+            task.await.context("client server task")?.context("serving clients")?;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(GRACEFUL_STOP, serving).await {
+        Ok(served) => served?,
+        Err(_) => {
+            tracing::info!("closing the connections still open after {GRACEFUL_STOP:?}");
+            aborts.iter().for_each(|task| task.abort());
+        }
     }
     drop(server);
     let _ = raft.inputs.send(Input::Stop);
@@ -259,6 +273,9 @@ pub async fn run(
     tracing::info!("stopped serving clients");
     Ok(())
 }
+
+/// How long a stopping member lets open connections finish.
+const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Store copies left by a crash mid-transfer are of no use.
 fn clear_stale_copies(dir: &std::path::Path) {

@@ -23,6 +23,8 @@ SCENARIO_DIR = HERE / "scenarios"
 READY_LINE = b"ready to serve client requests"
 READY_TIMEOUT = 30.0
 STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards hangs
+# Commands that run longer by design (`check perf` always takes 60 s).
+LONG_STEP_TIMEOUTS = {"check perf": 120.0}
 
 
 # --------------------------------------------------------------------------------------
@@ -37,6 +39,7 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #                                       (strict xfail, so it fails loudly once it matches)
 #       [@session-ids]                  number etcdctl's own session lease ids (see
 #                                       _number_session_ids)
+#       [@cluster] [@mirror] [@pinned]  see below
 #   put foo bar                         one etcdctl invocation (shell-like quoting, shlex)
 #   txn -i <<EOF                        stdin for the step: the lines up to "EOF"
 #   ...
@@ -71,6 +74,23 @@ STEP_TIMEOUT = 30.0  # etcdctl's own --command-timeout is 5 s; this only guards 
 #
 # Background commands still running at the end of a scenario are waited for as if the
 # scenario ended with `wait W`.
+#
+# More servers (scenario tags; each side gets its own, of the same binary):
+#
+#   === name @cluster                   three members s1..s3 (s1 made the leader first)
+#   === name @mirror                    plus a single-member destination server
+#   @m2 get k                           a step's target: @m1 (the default), @m2, @m3, @all
+#   &W @m3 watch k                      (every member, in order) or @dest; also after &W
+#                                       and `timeout T`
+#   move-leader ${M2}                   built-in variables: ${M1}.. member ids (hex),
+#   make-mirror ${DEST}                 ${DEST} the destination's address, ${TMP} a
+#   snapshot save ${TMP}/s.db           scratch directory per server
+#   snapfile ${TMP}/s.db                harness step: records whether the file exists, is
+#                                       not empty, ends with etcd's SHA-256 trailer, and
+#                                       whether a .part file was left
+#
+#   === name @pinned                    a documented difference: the transcripts must differ
+#                                       exactly as pinned/<client>-<name>.diff shows
 # --------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -83,6 +103,7 @@ class Step:
     name: Optional[str] = None      # background process name (bg, send, wait)
     seconds: Optional[float] = None  # wait: quiet period; timeout: run time
     text: Optional[str] = None      # send: the raw line for stdin
+    target: Optional[str] = None    # @m2 / @all / @dest: which server(s) (None: member 1)
 
 
 @dataclasses.dataclass
@@ -121,11 +142,24 @@ def _parse_arg(tok: str):
     return tok
 
 
+_TARGET_RE = re.compile(r"^@(m\d+|all|dest)$")
+
+
+def _split_target(text: str):
+    """etcdctl arguments, with a leading `@m2` / `@all` / `@dest` taken as the target."""
+    toks = shlex.split(text)
+    target = None
+    if toks and _TARGET_RE.match(toks[0]):
+        target = toks.pop(0)[1:]
+    return [_parse_arg(t) for t in toks], target
+
+
 def _make_step(line: str, stdin: Optional[bytes], capture: Optional[str]) -> Step:
     m = re.match(r"^&(\w+)\s+(.+)$", line)
     if m:
-        return Step(line=line, args=[_parse_arg(t) for t in shlex.split(m.group(2))],
-                    stdin=stdin, kind="bg", name=m.group(1))
+        args, target = _split_target(m.group(2))
+        return Step(line=line, args=args, stdin=stdin, kind="bg", name=m.group(1),
+                    target=target)
     m = re.match(r"^send\s+(\w+)\s+(.*)$", line)
     if m:
         return Step(line=line, args=[], kind="send", name=m.group(1), text=m.group(2))
@@ -135,12 +169,16 @@ def _make_step(line: str, stdin: Optional[bytes], capture: Optional[str]) -> Ste
                     seconds=float(m.group(2)) if m.group(2) else None)
     m = re.match(r"^timeout\s+(\d+(?:\.\d+)?)\s+(.+)$", line)
     if m:
-        return Step(line=line, args=[_parse_arg(t) for t in shlex.split(m.group(2))],
-                    stdin=stdin, kind="timeout", seconds=float(m.group(1)))
-    if re.match(r"^(&|send\b|wait\b|timeout\b)", line):
+        args, target = _split_target(m.group(2))
+        return Step(line=line, args=args, stdin=stdin, kind="timeout",
+                    seconds=float(m.group(1)), target=target)
+    m = re.match(r"^snapfile\s+(\S+)$", line)
+    if m:
+        return Step(line=line, args=[m.group(1)], kind="snapfile")
+    if re.match(r"^(&|send\b|wait\b|timeout\b|snapfile\b)", line):
         raise ValueError(f"malformed step {line!r}")
-    return Step(line=line, args=[_parse_arg(t) for t in shlex.split(line)],
-                stdin=stdin, capture=capture)
+    args, target = _split_target(line)
+    return Step(line=line, args=args, stdin=stdin, capture=capture, target=target)
 
 
 def parse_scenario_file(path: Path) -> list:
@@ -267,18 +305,25 @@ def free_port() -> int:
 
 
 class Server:
-    """One single-member server started with etcd's flags; stderr goes to a log file."""
+    """One server process started with etcd's flags; stderr goes to a log file. Alone it is
+    a single-member cluster (`start`); a Deployment starts several as one cluster."""
 
-    def __init__(self, label: str, binary: str, workdir: Path, extra_args=()):
+    def __init__(self, label: str, binary: str, workdir: Path, extra_args=(), name: str = "s1"):
         self.label = label
         self.binary = binary
         self.extra_args = list(extra_args)
         self.workdir = workdir
+        self.name = name
         self.proc = None
         self.client_port = self.peer_port = 0
         self.log_path = workdir / f"{label}.log"
+        self._log_offset = 0
+        self.data_dirs = []     # one per launch
         self.member_id = None   # int, learned after start (for normalization)
         self.cluster_id = None
+        # what its addresses and ids become in transcripts (a Deployment numbers them)
+        self.placeholders = {"client": "<CLIENT_ADDR>", "peer": "<PEER_ADDR>",
+                             "member": "<MEMBER_ID>", "cluster": "<CLUSTER_ID>"}
 
     @property
     def client_addr(self) -> str:
@@ -288,38 +333,65 @@ class Server:
     def peer_addr(self) -> str:
         return f"127.0.0.1:{self.peer_port}"
 
-    def start(self, attempts: int = 3):
-        last = ""
-        for _ in range(attempts):
-            self.client_port, self.peer_port = free_port(), free_port()
-            data_dir = self.workdir / f"{self.label}-data-{self.client_port}"
-            client_url = f"http://{self.client_addr}"
-            peer_url = f"http://{self.peer_addr}"
-            cmd = [self.binary, "--name", "s1", "--data-dir", str(data_dir),
-                   "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-                   "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                   "--initial-cluster", f"s1={peer_url}", *self.extra_args]
-            log = open(self.log_path, "ab")
-            log.write(("$ " + " ".join(cmd) + "\n").encode())
-            log.flush()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         cwd=self.workdir, start_new_session=True)
-            log.close()
-            deadline = time.monotonic() + READY_TIMEOUT
-            while time.monotonic() < deadline:
-                if READY_LINE in self.log_path.read_bytes():
+    def pick_ports(self):
+        self.client_port, self.peer_port = free_port(), free_port()
+
+    def launch(self, initial_cluster: str):
+        """Starts the process on the ports already picked, as member `self.name` of
+        `initial_cluster` ("s1=http://...,s2=http://...")."""
+        data_dir = self.workdir / f"{self.label}-data-{self.client_port}"
+        self.data_dirs.append(data_dir)
+        client_url = f"http://{self.client_addr}"
+        peer_url = f"http://{self.peer_addr}"
+        cmd = [self.binary, "--name", self.name, "--data-dir", str(data_dir),
+               "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+               "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+               "--initial-cluster", initial_cluster, *self.extra_args]
+        log = open(self.log_path, "ab")
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        self._log_offset = log.tell()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     cwd=self.workdir, start_new_session=True)
+        log.close()
+
+    def log_text(self) -> str:
+        """This launch's part of the log."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, deadline: float):
+        """Waits until this launch logged READY_LINE; raises RuntimeError (with the log's
+        tail) when the process exits or the deadline passes first."""
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                if READY_LINE in f.read():
                     return
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-            text = self.log_path.read_bytes().decode(errors="replace")
-            last = text[-3000:]
-            self.stop()
-            if "address already in use" in text:
-                continue  # port race with another process on this machine: retry
-            break
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
         raise RuntimeError(f"{self.label} server ({self.binary}) did not log "
-                           f"'{READY_LINE.decode()}' within {READY_TIMEOUT}s; log tail:\n{last}")
+                           f"'{READY_LINE.decode()}' within {READY_TIMEOUT}s; log tail:\n"
+                           f"{self.log_text()[-3000:]}")
+
+    def start(self, attempts: int = 3):
+        """Starts a single-member cluster."""
+        for attempt in range(attempts):
+            self.pick_ports()
+            self.launch(f"{self.name}=http://{self.peer_addr}")
+            try:
+                self.wait_ready(time.monotonic() + READY_TIMEOUT)
+                return
+            except RuntimeError:
+                in_use = "address already in use" in self.log_text().lower()
+                self.stop()
+                if in_use and attempt + 1 < attempts:
+                    # port race with another process on this machine (etcd says "address
+                    # already in use", rsetcd "Address already in use"): retry
+                    continue
+                raise
 
     def stop(self):
         if self.proc is None:
@@ -332,6 +404,175 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class Deployment:
+    """What one side of a scenario runs against: a single member (the default), a
+    cluster of CLUSTER_SIZE members (tag @cluster), and/or a second, independent
+    single-member server as a make-mirror destination (tag @mirror). Every server is
+    the same binary. Steps go to member 1 unless they name a target (`@m2 get k`,
+    `@all endpoint status`, `@dest get k`); see README.md."""
+
+    CLUSTER_SIZE = 3
+
+    def __init__(self, label: str, binary: str, workdir: Path, members: int = 1,
+                 dest: bool = False):
+        self.label = label
+        if members == 1:
+            self.members = [Server(label, binary, workdir)]
+        else:
+            self.members = [Server(f"{label}-s{i}", binary, workdir, name=f"s{i}")
+                            for i in range(1, members + 1)]
+            for i, m in enumerate(self.members, 1):
+                m.placeholders = {"client": f"<CLIENT_ADDR_{i}>", "peer": f"<PEER_ADDR_{i}>",
+                                  "member": f"<MEMBER_ID_{i}>", "cluster": "<CLUSTER_ID>"}
+        self.dest = None
+        if dest:
+            self.dest = Server(f"{label}-dest", binary, workdir)
+            self.dest.placeholders = {"client": "<DEST_ADDR>", "peer": "<DEST_PEER_ADDR>",
+                                      "member": "<DEST_MEMBER_ID>",
+                                      "cluster": "<DEST_CLUSTER_ID>"}
+        # scratch directory for files the steps write (${TMP}: `snapshot save ${TMP}/s.db`)
+        self.files = workdir / f"{label}-files"
+
+    @property
+    def servers(self) -> list:
+        return self.members + ([self.dest] if self.dest else [])
+
+    @property
+    def log_paths(self) -> str:
+        return " ".join(str(s.log_path) for s in self.servers)
+
+    def start(self):
+        self.files.mkdir(parents=True, exist_ok=True)
+        if len(self.members) == 1:
+            self.members[0].start()
+        else:
+            self._start_cluster()
+        if self.dest:
+            self.dest.start()
+
+    def _start_cluster(self, attempts: int = 3):
+        for attempt in range(attempts):
+            for m in self.members:
+                m.pick_ports()
+            initial = ",".join(f"{m.name}=http://{m.peer_addr}" for m in self.members)
+            for m in self.members:
+                m.launch(initial)
+            try:
+                deadline = time.monotonic() + READY_TIMEOUT
+                for m in self.members:
+                    m.wait_ready(deadline)
+                return
+            except RuntimeError:
+                in_use = any("address already in use" in m.log_text().lower()
+                             for m in self.members)
+                for m in self.members:
+                    m.stop()
+                if in_use and attempt + 1 < attempts:
+                    continue  # port race with another process on this machine: retry
+                raise
+
+    def remove_data(self):
+        """Deletes the (stopped) servers' data dirs and the scratch directory; logs stay.
+        etcd preallocates a 64 MB WAL per member: a whole run would otherwise leave
+        about 20 GB behind (and pytest keeps the last three runs)."""
+        import shutil
+        for s in self.servers:
+            for d in s.data_dirs:
+                shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(self.files, ignore_errors=True)
+
+    def stop(self):
+        if len(self.members) > 1:
+            # Members 2.. first, then member 1 (usually the leader): etcd's leader hands
+            # leadership over when it stops, which takes seconds when the others stop at
+            # the same time. (An rsetcd member does not exit on SIGTERM while its peers
+            # run: the followers exit once member 1 gets its SIGTERM too.)
+            followers = [m for m in self.members[1:] if m.proc and m.proc.poll() is None]
+            for m in followers:
+                m.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 1.5
+            for m in followers:
+                try:
+                    m.proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        for s in self.servers:
+            s.stop()
+
+    def prepare(self, client: "Client"):
+        """Learns every server's ids (for normalization) and, in a cluster, makes member 1
+        the leader: which member wins the first election is chance, and outputs such as
+        `move-leader`'s "Leadership transferred from X to Y" name the leader."""
+        for s in self.servers:
+            learn_ids(s, client)
+        if len(self.members) > 1:
+            self._lead_from_first()
+
+    def _lead_from_first(self, timeout: float = 20.0, settle: float = 5.0):
+        """Makes member 1 the leader (move-leader if need be) and waits until every member
+        reports its own minor version as storage version (3.6.0 for 3.6.16): etcd's
+        members write it up to a few seconds after a new cluster agreed on its version,
+        and until then may report another and send snapshots without a version
+        (`snapshot save` prints no "Server version" line). That wait gives up after
+        `settle` s.
+        Uses etcdctl 3.6 whatever the scenario's client: 3.4 does not show the storage
+        version."""
+        client = CLIENTS["etcdctl36"]()
+        first = self.members[0]
+        all_eps = ",".join(m.client_addr for m in self.members)
+        start = time.monotonic()
+        leaders = []
+        while time.monotonic() - start < timeout:
+            try:
+                p = subprocess.run([client.binary, f"--endpoints={all_eps}", "endpoint",
+                                    "status", "-w", "json"], capture_output=True,
+                                   env=client.env, timeout=STEP_TIMEOUT)
+                status = [st["Status"] for st in json.loads(p.stdout)]
+                leaders = [int(st["leader"]) for st in status]
+                settled = all(st.get("storageVersion") ==
+                              ".".join(st.get("version", "").split(".")[:2]) + ".0"
+                              for st in status)
+            except Exception:
+                leaders, settled = [], False
+            if len(leaders) == len(self.members) and set(leaders) == {first.member_id}:
+                if settled or time.monotonic() - start >= settle:
+                    return
+            elif leaders and all(leaders) and first.member_id:
+                subprocess.run([client.binary, f"--endpoints={all_eps}", "move-leader",
+                                format(first.member_id, "x")], capture_output=True,
+                               env=client.env, timeout=STEP_TIMEOUT)
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.label}: could not make member 1 the leader within "
+                           f"{timeout}s (leaders seen: {leaders})")
+
+    def endpoints(self, target: Optional[str]) -> str:
+        """The --endpoints value for a step's target (None: member 1)."""
+        if target is None or target == "m1":
+            return self.members[0].client_addr
+        if target == "all":
+            return ",".join(m.client_addr for m in self.members)
+        if target == "dest":
+            if not self.dest:
+                raise ValueError("target @dest needs the scenario tag @mirror")
+            return self.dest.client_addr
+        m = re.match(r"^m(\d+)$", target)
+        if m and 1 <= int(m.group(1)) <= len(self.members):
+            return self.members[int(m.group(1)) - 1].client_addr
+        raise ValueError(f"unknown target @{target} ({len(self.members)} member(s); "
+                         f"@m2/@m3 need the scenario tag @cluster)")
+
+    def builtin_vars(self) -> dict:
+        """${M1}.. (member ids in hex, as `move-leader` takes them), ${DEST} (the mirror
+        destination's client address) and ${TMP} (a scratch directory)."""
+        out = {"TMP": str(self.files)}
+        for i, m in enumerate(self.members, 1):
+            if m.member_id:
+                out[f"M{i}"] = format(m.member_id, "x")
+        if self.dest:
+            out["DEST"] = self.dest.client_addr
+        return out
 
 
 # --------------------------------------------------------------------------------------
@@ -478,10 +719,10 @@ class Background:
             self.proc.wait()
 
 
-def run_scenario(scenario: Scenario, server: Server, client: Client) -> list:
+def run_scenario(scenario: Scenario, dep: Deployment, client: Client) -> list:
     background = {}   # name -> (Background, Step)
     try:
-        records = _run_steps(scenario, server, client, background)
+        records = _run_steps(scenario, dep, client, background)
     finally:
         for bg, _ in background.values():
             bg.kill()
@@ -508,15 +749,38 @@ def _number_session_ids(records: list) -> None:
         r.stderr = _SESSION_ID_RE.sub(sub, r.stderr)
 
 
-def _run_steps(scenario: Scenario, server: Server, client: Client, background: dict) -> list:
-    vars_ = {}
+def _snapfile_report(path: Path):
+    """`snapfile PATH`: what is comparable in a file written by `snapshot save`. The
+    contents are not (etcd's is a bbolt file, rsetcd's an LMDB one; sizes differ too), but
+    both servers send etcd's snapshot stream: the database followed by its SHA-256, and
+    etcdutl's restore treats size % 512 == 32 as "a SHA-256 trailer follows"."""
+    if not path.exists():
+        return "1", "missing"
+    data = path.read_bytes()
+    lines = ["non-empty: " + ("yes" if data else "no"),
+             "size % 512 == 32: " + ("yes" if len(data) % 512 == 32 else "no")]
+    if len(data) > 32:
+        import hashlib
+        ok = hashlib.sha256(data[:-32]).digest() == data[-32:]
+        lines.append("last 32 bytes = SHA-256 of the rest: " + ("yes" if ok else "no"))
+    part = Path(str(path) + ".part")
+    lines.append(".part file left: " + ("yes" if part.exists() else "no"))
+    return "0", "\n".join(lines)
+
+
+def _run_steps(scenario: Scenario, dep: Deployment, client: Client, background: dict) -> list:
+    vars_ = {}         # captures (`=> L`): ids, normalized to <L>
+    builtins = dep.builtin_vars()
     records = []
     deadlines = 0
+
+    def expand(arg):
+        return _expand_vars(arg, {**builtins, **vars_})
 
     def finish(name: str, line: str, quiet=None, fixed=None):
         bg, started = background.pop(name)
         code, out, err = bg.stop(quiet=quiet, fixed=fixed)
-        ctx = NormContext(server=server, captures=dict(vars_), args=started.args)
+        ctx = NormContext(deployment=dep, captures=dict(vars_), args=started.args)
         records.append(Record(line=line, exit=code, stdout=normalize_stdout(out, ctx),
                               stderr=normalize_stderr(err, ctx), prompt=HARNESS_PROMPT))
 
@@ -526,11 +790,16 @@ def _run_steps(scenario: Scenario, server: Server, client: Client, background: d
                                   exit="not run", stdout="",
                                   stderr="server unresponsive: scenario aborted"))
             break
-        argv = [client.binary, f"--endpoints={server.client_addr}"]
-        argv += [_to_bytes(_expand_vars(a, vars_)) for a in step.args]
+        if step.kind == "snapfile":
+            code, out = _snapfile_report(Path(expand(step.args[0])))
+            records.append(Record(line=step.line, exit=code, stdout=out, stderr="",
+                                  prompt=HARNESS_PROMPT))
+            continue
+        argv = [client.binary, f"--endpoints={dep.endpoints(step.target)}"]
+        argv += [_to_bytes(expand(a)) for a in step.args]
         stdin = step.stdin if step.stdin is not None else b""
         if b"${" in stdin:
-            stdin = _expand_vars(stdin.decode(), vars_).encode()
+            stdin = expand(stdin.decode()).encode()
         if step.kind == "bg":
             if step.name in background:
                 raise ValueError(f"background command {step.name} is already running")
@@ -542,7 +811,7 @@ def _run_steps(scenario: Scenario, server: Server, client: Client, background: d
         if step.kind == "send":
             if step.name not in background:
                 raise ValueError(f"send to {step.name}, which is not running")
-            background[step.name][0].send((_expand_vars(step.text, vars_) + "\n").encode())
+            background[step.name][0].send((expand(step.text) + "\n").encode())
             time.sleep(BG_SETTLE)
             records.append(Record(line=step.line, exit="sent", stdout="", stderr="",
                                   prompt=HARNESS_PROMPT))
@@ -557,9 +826,10 @@ def _run_steps(scenario: Scenario, server: Server, client: Client, background: d
             background["\0timeout"] = (Background(argv, client.env, stdin), step)
             finish("\0timeout", step.line, fixed=step.seconds)
             continue
+        ctx = NormContext(deployment=dep, captures=dict(vars_), args=step.args)
         try:
-            p = subprocess.run(argv, input=stdin,
-                               capture_output=True, env=client.env, timeout=STEP_TIMEOUT)
+            p = subprocess.run(argv, input=stdin, capture_output=True, env=client.env,
+                               timeout=LONG_STEP_TIMEOUTS.get(ctx.command, STEP_TIMEOUT))
             code, out, err = str(p.returncode), p.stdout, p.stderr
         except subprocess.TimeoutExpired as e:
             code, out, err = "timeout", e.stdout or b"", e.stderr or b""
@@ -575,13 +845,21 @@ def _run_steps(scenario: Scenario, server: Server, client: Client, background: d
                                        else "<capture-failed>")
         timed_out = code == "timeout" or b"context deadline exceeded" in err
         deadlines = deadlines + 1 if timed_out else 0
-        ctx = NormContext(server=server, captures=dict(vars_), args=step.args)
+        ctx = NormContext(deployment=dep, captures=dict(vars_), args=step.args)
         records.append(Record(line=step.line, exit=code,
                               stdout=normalize_stdout(out, ctx),
                               stderr=normalize_stderr(err, ctx)))
     for name in list(background):
         finish(name, f"wait {name}  (end of scenario)", quiet=WAIT_QUIET)
     return records
+
+
+PINNED_DIR = HERE / "pinned"
+
+
+def pinned_diff_path(client_name: str, scenario_name: str) -> Path:
+    """Where the expected diff of a @pinned scenario lives (see README.md)."""
+    return PINNED_DIR / f"{client_name}-{scenario_name}.diff"
 
 
 def render_transcript(records: list) -> str:
@@ -611,7 +889,7 @@ HARNESS_FAILURE_MARKERS = ("context deadline exceeded", "connection refused",
 
 @dataclasses.dataclass
 class NormContext:
-    server: Server
+    deployment: Deployment
     captures: dict
     args: list
 
@@ -650,16 +928,20 @@ class NormContext:
 def _exact_substitutions(ctx: NormContext) -> list:
     """(regex, placeholder) pairs for values known to differ between the two servers."""
     subs = []
-    s = ctx.server
-    # Both servers listen on different free ports: addresses become placeholders.
-    subs.append((re.compile(re.escape(s.client_addr) + r"(?!\d)"), "<CLIENT_ADDR>"))
-    subs.append((re.compile(re.escape(s.peer_addr) + r"(?!\d)"), "<PEER_ADDR>"))
-    # Member and cluster ids derive from the peer URL (which differs): replace their
-    # decimal and hex forms wherever they appear (headers, member list, leader, ID column).
-    for value, name in ((s.member_id, "<MEMBER_ID>"), (s.cluster_id, "<CLUSTER_ID>")):
-        if value:
-            forms = {str(value), format(value, "x"), format(value, "016x")}
-            subs.append((_id_pattern(value, forms), name))
+    # The scratch directory (${TMP}) is per server: its path becomes <TMP>.
+    subs.append((re.compile(re.escape(str(ctx.deployment.files))), "<TMP>"))
+    for s in ctx.deployment.servers:
+        ph = s.placeholders
+        # Servers listen on different free ports: addresses become placeholders.
+        subs.append((re.compile(re.escape(s.client_addr) + r"(?!\d)"), ph["client"]))
+        subs.append((re.compile(re.escape(s.peer_addr) + r"(?!\d)"), ph["peer"]))
+        # Member and cluster ids derive from the peer URLs (which differ): replace their
+        # decimal and hex forms wherever they appear (headers, member list, leader, ID
+        # column, move-leader).
+        for value, name in ((s.member_id, ph["member"]), (s.cluster_id, ph["cluster"])):
+            if value:
+                forms = {str(value), format(value, "x"), format(value, "016x")}
+                subs.append((_id_pattern(value, forms), name))
     # Captured ids (leases) are random per server: replace hex and decimal forms.
     for name, value in ctx.captures.items():
         try:
@@ -804,9 +1086,41 @@ def _norm_took(line: str) -> str:
     return re.sub(r"\btook( =)? \d[\w.µ]*", lambda m: f"took{m.group(1) or ''} <TOOK>", line)
 
 
+# `check perf` / `check datascale` (both measure the machine as much as the server):
+#   - the progress bar (etcdctl 3.6 writes it to stderr, 3.4 to stdout; no terminal, so
+#     its updates are concatenated, each "N / TOTAL [bar] P% rate"): how many updates are
+#     printed depends on timing, so each run of them becomes one "<progress bar>";
+#   - the measured numbers: throughput, slowest request and stddev (`check perf`) and the
+#     memory the server grew by (`check datascale`). Verdicts (PASS / FAIL / "too long"),
+#     the workload line, errors and exit codes are kept.
+_PROGRESS_RE = re.compile(r"(?:[\r ]*\d+ / \d+ +(?:\[[-=>_]*\] *|Bo*! *)?\d+\.\d+%"
+                          r"(?: *(?:\?|\d+) p/s| *\d+m\d+s| *\d+(?:\.\d+)?s)?)+")
+_CHECK_NUMBER_RULES = [
+    (re.compile(r"(Throughput is |Throughput too low: )\d+( writes/s)"), r"\1<N>\2"),
+    (re.compile(r"(Slowest request took (?:too long: )?)[\d.]+s"), r"\1<SECONDS>s"),
+    (re.compile(r"(Stddev is |Stddev too high: )[\d.]+s"), r"\1<SECONDS>s"),
+    (re.compile(r"(Approximate system memory used : )-?[\d.]+( MB)"), r"\1<MB>\2"),
+]
+
+
+def _norm_check(text: str) -> str:
+    text = _PROGRESS_RE.sub("<progress bar>", text)
+    for rx, repl in _CHECK_NUMBER_RULES:
+        text = rx.sub(repl, text)
+    return text
+
+
+# `downgrade enable` starts etcd's version monitor, which lowers the cluster version to
+# the target on its own clock (every few seconds): the version a following `downgrade
+# cancel` reports depends on that timing.
+_DOWNGRADE_CANCEL_RE = re.compile(r"^(Downgrade cancel success, cluster version )[\d.]+$")
+
+
 def normalize_stdout(raw: bytes, ctx: NormContext) -> str:
     # Output may contain arbitrary key/value bytes: decode reversibly for comparison.
     text = raw.decode("utf-8", errors="backslashreplace")
+    if ctx.command.startswith("check "):
+        text = _norm_check(text)
     subs = _exact_substitutions(ctx)
     fmt, cmd = ctx.output_format, ctx.command
     lines = text.split("\n")
@@ -848,6 +1162,8 @@ def normalize_stdout(raw: bytes, ctx: NormContext) -> str:
                 # `member add` lists the members in id order, and the added member's id is
                 # hashed with the time: only the set of entries is comparable.
                 line = 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(m.group(1).split(","))) + '"'
+            if cmd == "downgrade cancel":
+                line = _DOWNGRADE_CANCEL_RE.sub(r"\1<CLUSTER_VERSION>", line)
             if cmd == "endpoint status":
                 line = _norm_simple_columns(line, STATUS_SIMPLE_COLUMNS)
             elif cmd == "endpoint hashkv":
@@ -868,6 +1184,8 @@ KEEP_GRPC_ERROR = os.environ.get("COMPAT_IGNORE_GRPC_CODE", "") not in ("1", "tr
 
 def normalize_stderr(raw: bytes, ctx: NormContext) -> str:
     text = raw.decode("utf-8", errors="backslashreplace")
+    if ctx.command.startswith("check "):
+        text = _norm_check(text)
     subs = _exact_substitutions(ctx)
     out = []
     last_err = None

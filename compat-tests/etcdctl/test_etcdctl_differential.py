@@ -47,8 +47,10 @@ def test_scenario(scenario, client_name, binaries, tmp_path):
         pytest.fail(f"not run: the server under test was unresponsive or did not start in "
                     f"{len(BROKEN)} earlier scenarios ({', '.join(BROKEN)})", pytrace=False)
     client = h.CLIENTS[client_name]()
-    ref = h.Server("ref", binaries["ref"], tmp_path)
-    sut = h.Server("sut", binaries["sut"], tmp_path)
+    shape = {"members": h.Deployment.CLUSTER_SIZE if "cluster" in scenario.tags else 1,
+             "dest": "mirror" in scenario.tags}
+    ref = h.Deployment("ref", binaries["ref"], tmp_path, **shape)
+    sut = h.Deployment("sut", binaries["sut"], tmp_path, **shape)
     servers = (ref, sut)
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -59,13 +61,16 @@ def test_scenario(scenario, client_name, binaries, tmp_path):
                 BROKEN.append(scenario.name)
                 raise
             started[0].result()
-            for f in [pool.submit(h.learn_ids, s, client) for s in servers]:
+            for f in [pool.submit(s.prepare, client) for s in servers]:
                 f.result()
             ref_rec, sut_rec = [f.result() for f in
                                 [pool.submit(h.run_scenario, scenario, s, client) for s in servers]]
     finally:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.stop(), servers))
+        # data dirs go (the logs stay, and are named in a failure message)
         for s in servers:
-            s.stop()
+            s.remove_data()
 
     if any(r.exit == "not run" for r in sut_rec):
         BROKEN.append(scenario.name)
@@ -78,11 +83,23 @@ def test_scenario(scenario, client_name, binaries, tmp_path):
                 h.render_transcript(rec))
 
     where = (f"scenario {scenario.name} ({scenario.file}:{scenario.lineno}), client {client_name}\n"
-             f"server logs: {ref.log_path} {sut.log_path}")
+             f"server logs: {ref.log_paths} {sut.log_paths}")
     ref_text = h.render_transcript(ref_rec)
     bad = [m for m in h.HARNESS_FAILURE_MARKERS if m in ref_text]
     assert not bad, (f"the reference transcript shows a harness problem ({bad}); {where}\n"
                      + ref_text)
+    if "pinned" in scenario.tags:
+        # A documented difference (README.md's feature table): the transcripts must differ
+        # exactly as pinned/<client>-<scenario>.diff says (no file: not at all for this
+        # client). Any other outcome, including no difference, fails.
+        pin = h.pinned_diff_path(client_name, scenario.name)
+        expected = pin.read_text() if pin.exists() else ""
+        diff = h.transcript_diff(ref_rec, sut_rec, "reference", "under test")
+        if diff != expected:
+            pytest.fail(f"the pinned difference changed; {where}\npinned ({pin}):\n"
+                        f"{expected or '(no difference)'}\nnow:\n{diff or '(no difference)'}",
+                        pytrace=False)
+        return
     if ref_rec != sut_rec:
         diff = h.transcript_diff(ref_rec, sut_rec, f"reference ({binaries['ref']})",
                                  f"under test ({binaries['sut']})")
