@@ -16,6 +16,7 @@ use crate::config::{display_url, ClusterState, Config};
 use crate::lease::Lessor;
 use crate::mvcc::Store;
 use crate::peer::transport::{self, Inbound};
+use crate::raft::wal::WAL_DIR;
 use crate::raft::{Input, NodeConfig};
 use crate::server::{Limits, Server, Settings};
 use crate::watch::WatchHub;
@@ -60,6 +61,8 @@ pub async fn run(
 
     let backend = Backend::open(&config.data_dir, map_size(config.quota_backend_bytes))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+    let wal = crate::raft::storage::recover(&backend, &config.data_dir.join(WAL_DIR))
+        .context("redoing the write-ahead log")?;
     let (cluster, members) = identity(&config, &backend).await?;
     tracing::info!(
         name = config.name.as_str(),
@@ -108,8 +111,9 @@ pub async fn run(
     let applier =
         Applier::new(store.clone(), hub.clone(), lessor.clone(), auth.clone(), min_lease_ttl);
     let (outbound, pending) = transport::channel();
-    let raft = crate::raft::node::spawn(node_config, backend.clone(), applier, Box::new(outbound))
-        .context("starting raft")?;
+    let raft =
+        crate::raft::node::spawn(node_config, backend.clone(), wal, applier, Box::new(outbound))
+            .context("starting raft")?;
     let raft_thread = raft.thread;
     let inputs = std::sync::Mutex::new(raft.inputs.clone());
     let deliver: transport::Deliver = Arc::new(move |event| {
@@ -397,7 +401,7 @@ async fn identity(config: &Config, backend: &Backend) -> anyhow::Result<(Cluster
             backend.put_meta_i64(&mut txn, meta_key::MEMBER_ID, member_id as i64)?;
             backend.put_meta_i64(&mut txn, meta_key::CLUSTER_ID, cluster_id as i64)?;
             membership::save(backend, &mut txn, &members)?;
-            txn.commit()?;
+            txn.commit_durable()?;
             (member_id, cluster_id, members)
         }
     };

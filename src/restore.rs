@@ -81,7 +81,6 @@ pub fn restore(file: &Path, config: &Config) -> Result<Restored, RestoreError> {
     backend.put_meta_i64(&mut txn, meta_key::CLUSTER_ID, cluster_id as i64)?;
     membership::save(&backend, &mut txn, &members)?;
     let revision = backend.meta_i64(&txn, meta_key::CURRENT_REV)?.unwrap_or(0);
-    txn.commit()?;
-    backend.sync()?;
+    txn.commit_durable()?;
     Ok(Restored { member_id, cluster_id, revision })
 }

@@ -1,13 +1,15 @@
 //! The one thread that owns the `RawNode` and every LMDB write transaction.
 //!
 //! It runs raft-rs's Ready loop in the documented order (persist, send, apply, advance) and
-//! knows nothing about keys: committed entries go to a [`StateMachine`] inside the same write
-//! transaction that persists the new log entries, and callers are answered only after that
-//! transaction committed (LMDB fsyncs on commit). Everything that arrived while the previous
-//! Ready was being written is proposed together, so one fsync serves a whole batch.
+//! knows nothing about keys: new log entries and the hard state are appended to the
+//! write-ahead log and flushed, then committed to LMDB (unflushed) in the same write
+//! transaction as the committed entries' effects, which go to a [`StateMachine`]; callers are
+//! answered only after that. Everything that arrived while the previous Ready was being
+//! written is proposed together, so one flush serves a whole batch. The store is checkpointed
+//! in the background every [`CHECKPOINT_INTERVAL`].
 //!
 //! A single voter commits an entry by persisting it, so a lone leader applies the entries of a
-//! Ready in the very transaction that persists them: one fsync per batch instead of two.
+//! Ready in the very transaction that persists them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +26,8 @@ use raft::storage::MemStorage;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::oneshot;
 
-use super::storage::{snapshot_metadata, RaftLog};
+use super::storage::{encode_record, snapshot_metadata, RaftLog};
+use super::wal::Wal;
 use crate::backend::{Backend, StoreCopy};
 
 /// The replicated state machine fed by committed entries.
@@ -147,16 +150,17 @@ pub struct Running<O> {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the raft thread.
+/// Starts the raft thread; `wal` is the write-ahead log [`super::storage::recover`] opened.
 pub fn spawn<S: StateMachine>(
     config: NodeConfig,
     backend: Backend,
+    wal: Wal,
     state_machine: S,
     sink: Box<dyn MessageSink>,
 ) -> Result<Running<S::Output>, raft::Error> {
     let (inputs, rx) = std::sync::mpsc::channel();
     let status = Arc::new(NodeStatus::default());
-    let mut node = Node::new(config, backend, state_machine, status.clone(), sink)?;
+    let mut node = Node::new(config, backend, wal, state_machine, status.clone(), sink)?;
     let thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || node.run(rx))
@@ -167,6 +171,7 @@ pub fn spawn<S: StateMachine>(
 struct Node<S: StateMachine> {
     raw: RawNode<MemStorage>,
     log: RaftLog,
+    wal: Wal,
     backend: Backend,
     state_machine: S,
     config: NodeConfig,
@@ -201,10 +206,14 @@ struct Node<S: StateMachine> {
 /// from the leader to apply them in the transaction that persists those.
 const APPLY_DEFERRAL: Duration = Duration::from_millis(2);
 
+/// How often the store is checkpointed (etcd commits its backend every 100 ms too).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 impl<S: StateMachine> Node<S> {
     fn new(
         config: NodeConfig,
         backend: Backend,
+        wal: Wal,
         state_machine: S,
         status: Arc<NodeStatus>,
         sink: Box<dyn MessageSink>,
@@ -217,7 +226,7 @@ impl<S: StateMachine> Node<S> {
             let conf_state = ConfState::from((config.voters.clone(), config.learners.clone()));
             let mut txn = backend.write_txn().map_err(store_error)?;
             log.set_conf_state(&mut txn, &conf_state).map_err(store_error)?;
-            txn.commit().map_err(store_error)?;
+            txn.commit_durable().map_err(store_error)?;
             MemStorage::new_with_conf_state(conf_state)
         };
         let raft_config = raft::Config {
@@ -240,6 +249,7 @@ impl<S: StateMachine> Node<S> {
         Ok(Self {
             raw,
             log,
+            wal,
             backend,
             state_machine,
             status,
@@ -290,7 +300,11 @@ impl<S: StateMachine> Node<S> {
             self.issue_reads();
             let due = self.deferred_until.is_some_and(|until| Instant::now() >= until);
             let applied = if due { self.apply_deferred() } else { Ok(()) };
-            if let Err(err) = applied.and_then(|()| self.on_ready()) {
+            let ready = applied.and_then(|()| self.on_ready());
+            let checkpointed = ready.and_then(|()| {
+                self.backend.checkpoint_if_due(self.wal.last_seq(), CHECKPOINT_INTERVAL)
+            });
+            if let Err(err) = checkpointed {
                 // A failed LMDB commit leaves the durable state unknown: stop rather than
                 // answer anyone, as etcd panics on a backend failure.
                 panic!("raft persistence failed: {err}");
@@ -306,6 +320,10 @@ impl<S: StateMachine> Node<S> {
         }
         for (_, reply) in self.proposals.drain() {
             let _ = reply.send(Err(ProposeError::Stopped));
+        }
+        // Nothing to redo at the next start.
+        if let Err(err) = self.backend.checkpoint(Some(self.wal.last_seq())) {
+            tracing::warn!(error = %err, "final checkpoint failed; the next start redoes the log");
         }
     }
 
@@ -328,7 +346,10 @@ impl<S: StateMachine> Node<S> {
             Input::TransferLeader(id) => self.raw.transfer_leader(id),
             Input::Defragment { reply } => {
                 let started = Instant::now();
-                let result = self.backend.defragment();
+                let result = self
+                    .backend
+                    .checkpoint(Some(self.wal.last_seq()))
+                    .and_then(|()| self.backend.defragment());
                 metrics::histogram!(crate::metrics::DEFRAG).record(started.elapsed());
                 tracing::info!(took = ?started.elapsed(), ok = result.is_ok(), "defragmented the store");
                 let _ = reply.send(result);
@@ -623,7 +644,7 @@ impl<S: StateMachine> Node<S> {
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
         let started = Instant::now();
-        txn.commit_redoable()?;
+        txn.commit()?;
         metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
         self.state_machine.committed();
         // Status must show the commit before any caller hears of it.
@@ -690,14 +711,20 @@ impl<S: StateMachine> Node<S> {
             || hard_state.vote != before.vote;
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
-        let started = Instant::now();
         if must_sync {
-            txn.commit()?;
+            // Durable before anyone hears of it, and before readers can see its effects.
+            let record = encode_record(ready.entries(), &hard_state);
+            let started = Instant::now();
+            self.wal.append(&record, self.backend.durable_wal_seq()).map_err(heed::Error::Io)?;
             metrics::histogram!(crate::metrics::WAL_FSYNC).record(started.elapsed());
-        } else {
-            txn.commit_redoable()?;
         }
+        let started = Instant::now();
+        txn.commit()?;
         metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
+        if installing.is_some() {
+            // The installed copy is not in the write-ahead log: durable now.
+            self.backend.checkpoint(Some(self.wal.last_seq()))?;
+        }
         if let Some((dir, copy)) = installing {
             drop(copy);
             let _ = std::fs::remove_dir_all(dir);
@@ -785,6 +812,7 @@ impl<S: StateMachine> Node<S> {
         };
         let mut txn = self.backend.write_txn()?;
         self.log.compact(&mut txn, first_kept, prev_term)?;
+        // Unflushed: after a crash the log is compacted again.
         txn.commit()?;
         self.raw.store().wl().compact(first_kept).expect("compaction below the applied index");
         Ok(())

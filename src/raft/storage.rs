@@ -1,9 +1,12 @@
 //! Durable raft state in LMDB, mirrored into raft-rs's `MemStorage` for the `RawNode`.
 //!
 //! The log entries, hard state and conf state are written inside the same LMDB write
-//! transaction as the effects of the entries applied in that Ready, so a crash leaves the
-//! log, the hard state and the applied index consistent with each other. The in-memory mirror
-//! is rebuilt from LMDB at start-up; it holds only the entries since the last log compaction.
+//! transaction as the effects of the entries applied in that Ready, so the log, the hard state
+//! and the applied index are always consistent with each other. New entries and hard states
+//! are first appended to the write-ahead log ([`super::wal`]), which is what makes them
+//! durable: after a crash the store rolls back to its last checkpoint and [`recover`] redoes
+//! the records written since. The in-memory mirror is rebuilt from LMDB at start-up; it holds
+//! only the entries since the last log compaction.
 
 use std::ops::Bound;
 
@@ -12,6 +15,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
+use super::wal::Wal;
 use crate::backend::{meta_key, Backend, StoreCopy};
 
 /// What a restart needs: the rebuilt storage and where the state machine stands.
@@ -98,6 +102,20 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Redoes one write-ahead log record: the entries it appended (but none the log has
+    /// compacted since) and its hard state, whose commit index never goes back.
+    fn redo(&self, txn: &mut RwTxn, hs: &HardState, mut entries: Vec<Entry>) -> heed::Result<()> {
+        let (start, _) = self.log_start(txn)?;
+        entries.retain(|e| e.index > start);
+        self.append(txn, &entries)?;
+        let mut hs = hs.clone();
+        if let Some(bytes) = self.backend.meta().get(txn, meta_key::HARD_STATE)? {
+            let stored = HardState::parse_from_bytes(bytes).expect("corrupt raft hard state");
+            hs.commit = hs.commit.max(stored.commit);
+        }
+        self.set_hard_state(txn, &hs)
+    }
+
     pub fn set_hard_state(&self, txn: &mut RwTxn, hs: &HardState) -> heed::Result<()> {
         let bytes = hs.write_to_bytes().expect("hard state encodes");
         self.backend.meta().put(txn, meta_key::HARD_STATE, &bytes)
@@ -142,6 +160,66 @@ impl RaftLog {
         self.set_conf_state(txn, metadata.get_conf_state())?;
         self.set_applied(txn, metadata.index)
     }
+}
+
+/// A write-ahead log record: what a Ready must have durable before raft may answer anyone.
+/// Layout: hard state length (4, LE) and bytes, then per entry its length (4, LE) and bytes.
+pub fn encode_record(entries: &[Entry], hard_state: &HardState) -> Vec<u8> {
+    let mut out = Vec::new();
+    let hs = hard_state.write_to_bytes().expect("hard state encodes");
+    out.extend_from_slice(&(hs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&hs);
+    for entry in entries {
+        let bytes = entry.write_to_bytes().expect("raft entry encodes");
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn decode_record(mut bytes: &[u8]) -> Option<(HardState, Vec<Entry>)> {
+    let mut next = || -> Option<&[u8]> {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let item = bytes.get(4..4 + len)?;
+        bytes = &bytes[4 + len..];
+        Some(item)
+    };
+    let hard_state = HardState::parse_from_bytes(next()?).ok()?;
+    let mut entries = Vec::new();
+    while let Some(item) = next() {
+        entries.push(Entry::parse_from_bytes(item).ok()?);
+    }
+    Some((hard_state, entries))
+}
+
+/// Redoes, after a crash, the write-ahead log records the store's last checkpoint does not
+/// cover, and returns the log ready for appending.
+pub fn recover(backend: &Backend, wal_dir: &std::path::Path) -> std::io::Result<Wal> {
+    let opened = Wal::open(wal_dir, backend.durable_wal_seq())?;
+    if opened.records.is_empty() {
+        return Ok(opened.wal);
+    }
+    let log = RaftLog::new(backend.clone());
+    let redo = || -> heed::Result<()> {
+        let mut txn = backend.write_txn()?;
+        for (seq, payload) in &opened.records {
+            let Some((hard_state, entries)) = decode_record(payload) else {
+                panic!("write-ahead log record {seq} passed its checksum but does not decode");
+            };
+            log.redo(&mut txn, &hard_state, entries)?;
+        }
+        txn.commit()?;
+        backend.checkpoint(Some(opened.wal.last_seq()))
+    };
+    redo().map_err(|err| match err {
+        heed::Error::Io(err) => err,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    tracing::info!(
+        records = opened.records.len(),
+        "redid the write-ahead log since the last checkpoint"
+    );
+    Ok(opened.wal)
 }
 
 /// What a store copy holds, in raft's terms: its applied index, the term of that entry and

@@ -1,12 +1,15 @@
 //! The LMDB environment and every named table, in one place (etcd's `schema/bucket.go`).
 //!
 //! One environment holds the raft log, the raft hard state and the state machine, so a single
-//! write transaction makes a batch of log entries, their effects and the applied index durable
-//! together: after a crash the store is exactly at some applied index, never in between.
+//! write transaction commits a batch of log entries, their effects and the applied index
+//! together: the store is always exactly at some applied index, never in between. Commits are
+//! not flushed one by one; see [`checkpoint`] for how the store stays whole across a crash.
+
+mod checkpoint;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use heed::types::Bytes;
 use heed::{
@@ -99,6 +102,9 @@ struct Shared {
     /// after a defragmentation (whose environment is opened elsewhere and moved there).
     member_dir: PathBuf,
     map_size: usize,
+    checkpoints: Mutex<checkpoint::State>,
+    /// See [`Backend::durable_wal_seq`].
+    durable_wal_seq: AtomicU64,
 }
 
 /// The LMDB environment and its tables, shared by the raft thread (the only writer) and every
@@ -147,6 +153,7 @@ impl Drop for ReadTxn {
 pub struct WriteTxn {
     txn: RwTxn<'static>,
     _generation: Arc<Generation>,
+    backend: Backend,
 }
 
 impl std::ops::Deref for WriteTxn {
@@ -163,22 +170,19 @@ impl std::ops::DerefMut for WriteTxn {
 }
 
 impl WriteTxn {
+    /// Commits without flushing: readers see the changes at once, but a crash rolls the store
+    /// back to its last checkpoint. For changes the raft write-ahead log can redo, or that
+    /// raft redoes itself (applying committed entries again).
     pub fn commit(self) -> heed::Result<()> {
         self.txn.commit()
     }
 
-    /// Commits with the data pages synced but not LMDB's meta page (`MDB_NOMETASYNC`): the
-    /// store stays whole and consistent, but a crash may undo this transaction. Only for
-    /// transactions whose effects raft redoes after a restart (applying entries already
-    /// durable in the log); saves one of a commit's two ordered flushes.
-    pub fn commit_redoable(self) -> heed::Result<()> {
-        let env = self._generation.env.clone();
-        // SAFETY: only the raft thread writes, and it restores the flag before its next
-        // transaction; readers do not look at it.
-        unsafe { env.set_flags(EnvFlags::NO_META_SYNC, heed::FlagSetMode::Enable)? };
-        let committed = self.txn.commit();
-        unsafe { env.set_flags(EnvFlags::NO_META_SYNC, heed::FlagSetMode::Disable)? };
-        committed
+    /// Commits and makes the store durable as it is now (a checkpoint): for changes nothing
+    /// could redo after a crash.
+    pub fn commit_durable(self) -> heed::Result<()> {
+        let backend = self.backend.clone();
+        self.txn.commit()?;
+        backend.checkpoint(None)
     }
 }
 
@@ -186,9 +190,9 @@ fn open_generation(dir: &Path, map_size: usize) -> heed::Result<Generation> {
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
     options.map_size(map_size).max_dbs(8).max_readers(1024);
     // SAFETY: each directory is opened once per process; NO_READ_AHEAD suits the random
-    // access of B-tree pages. Durability flags stay at LMDB's safe defaults (fsync on every
-    // commit), because a reply is sent only after that commit.
-    let env = unsafe { options.flags(EnvFlags::NO_READ_AHEAD).open(dir)? };
+    // access of B-tree pages. NO_SYNC: commits are made durable by the raft write-ahead log
+    // and by checkpoints, which also keep the store whole across a crash (see `checkpoint`).
+    let env = unsafe { options.flags(EnvFlags::NO_READ_AHEAD | EnvFlags::NO_SYNC).open(dir)? };
     let wtxn = env.write_txn()?;
     let tables = env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
         let hist: Database<Bytes, Bytes, HistOrder> = opener
@@ -235,6 +239,7 @@ impl Backend {
         std::fs::create_dir_all(&dir)?;
         let member_dir = dir.parent().expect("DB_DIR has a parent").to_path_buf();
         clear_defrag_leftovers(&member_dir);
+        let recovered = checkpoint::roll_back(&dir)?;
         let generation = open_generation(&dir, map_size)?;
         let shared = Shared {
             current: RwLock::new(Arc::new(generation)),
@@ -242,6 +247,8 @@ impl Backend {
             swapping: AtomicBool::new(false),
             member_dir,
             map_size,
+            checkpoints: Mutex::new(checkpoint::State::new(dir, recovered)),
+            durable_wal_seq: AtomicU64::new(recovered.wal_seq),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -287,19 +294,16 @@ impl Backend {
         // SAFETY: as for read transactions; the generation is kept in the returned value and
         // dropped after the transaction (declaration order).
         let txn = unsafe { std::mem::transmute::<RwTxn<'_>, RwTxn<'static>>(txn) };
-        Ok(WriteTxn { txn, _generation: generation })
-    }
-
-    /// Forces the data file to disk (after writes made with no commit sync).
-    pub fn sync(&self) -> heed::Result<()> {
-        self.generation().env.force_sync()
+        Ok(WriteTxn { txn, _generation: generation, backend: self.clone() })
     }
 
     /// etcd's Defragment: a compacted copy of the store replaces it, so the file shrinks to
     /// what is in use. Readers wait meanwhile; the caller (the raft thread, the only writer)
-    /// holds no transaction. Crash-safe: the copy is synced before it is renamed over the
-    /// data file, and until then the old file is whole.
+    /// holds no transaction. Crash-safe: the store is checkpointed first, the copy is synced
+    /// before it is renamed over the data file (until then the old file is whole), and the
+    /// new file checkpointed once in place.
     pub fn defragment(&self) -> heed::Result<()> {
+        self.checkpoint(None)?;
         static NEXT: AtomicUsize = AtomicUsize::new(1);
         let staging = self.shared.member_dir.join(format!(
             "defrag-{}-{}",
@@ -313,7 +317,8 @@ impl Backend {
         }
         let result = self.swap_in_copy(&staging);
         self.shared.swapping.store(false, Ordering::SeqCst);
-        result
+        result?;
+        self.checkpoint(None)
     }
 
     fn swap_in_copy(&self, staging: &Path) -> heed::Result<()> {
