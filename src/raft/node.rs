@@ -711,7 +711,7 @@ impl<S: StateMachine> Node<S> {
             || hard_state.vote != before.vote;
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
-        if must_sync {
+        if must_sync && installing.is_none() {
             // Durable before anyone hears of it, and before readers can see its effects.
             let record = encode_record(ready.entries(), &hard_state);
             let started = Instant::now();
@@ -722,7 +722,9 @@ impl<S: StateMachine> Node<S> {
         txn.commit()?;
         metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
         if installing.is_some() {
-            // The installed copy is not in the write-ahead log: durable now.
+            // An installed copy cannot be redone from the write-ahead log: the whole store is
+            // made durable instead, with this Ready's entries and hard state. (Logging them
+            // alone would let a crash redo entries after the copy onto the log before it.)
             self.backend.checkpoint(Some(self.wal.last_seq()))?;
         }
         if let Some((dir, copy)) = installing {

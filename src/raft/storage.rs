@@ -107,6 +107,16 @@ impl RaftLog {
     fn redo(&self, txn: &mut RwTxn, hs: &HardState, mut entries: Vec<Entry>) -> heed::Result<()> {
         let (start, _) = self.log_start(txn)?;
         entries.retain(|e| e.index > start);
+        let last = match self.backend.raft_log().last(txn)? {
+            Some((key, _)) => u64::from_be_bytes(key.try_into().expect("raft log key")),
+            None => start,
+        };
+        if entries.first().is_some_and(|e| e.index > last + 1) {
+            // Never written so (an installed store copy is checkpointed before anything after
+            // it is logged); refusing the gap keeps the log whole, and the leader resends.
+            tracing::warn!(first = entries[0].index, last, "write-ahead log record skipped: gap");
+            return Ok(());
+        }
         self.append(txn, &entries)?;
         let mut hs = hs.clone();
         if let Some(bytes) = self.backend.meta().get(txn, meta_key::HARD_STATE)? {
