@@ -686,6 +686,27 @@ impl<S: StateMachine> Node<S> {
         lone_leader: bool,
         outputs: &mut Vec<(u64, S::Output)>,
     ) -> heed::Result<()> {
+        // Raft needs the log, the term and the vote durable before it answers anyone; the
+        // commit index and what was applied can be redone from the log after a crash.
+        let hard_state = self.raw.raft.hard_state();
+        let before = self.raw.store().rl().hard_state().clone();
+        let must_sync = installing.is_some()
+            || !ready.entries().is_empty()
+            || hard_state.term != before.term
+            || hard_state.vote != before.vote;
+        if must_sync && installing.is_none() {
+            // Durable before anyone hears of it, and before readers can see its effects.
+            let mut logged = hard_state.clone();
+            logged.commit = logged.commit.max(self.applied);
+            let record = encode_record(ready.entries(), &logged);
+            let started = Instant::now();
+            self.wal.append(&record, self.backend.durable_wal_seq()).map_err(heed::Error::Io)?;
+            metrics::histogram!(crate::metrics::WAL_FSYNC).record(started.elapsed());
+            // A follower's acknowledgements and votes need only the log durable: they leave
+            // now, and the store's commit below overlaps with the leader's round trip.
+            self.sink.send(ready.take_persisted_messages());
+        }
+
         let backend = self.backend.clone();
         let mut txn = backend.write_txn()?;
         if let Some((_, copy)) = &installing {
@@ -694,30 +715,20 @@ impl<S: StateMachine> Node<S> {
         }
         self.log.append(&mut txn, ready.entries())?;
         self.apply_entries(&mut txn, committed, outputs)?;
-        if lone_leader {
+        // Only when nothing lies between what is applied and these entries: after a restart
+        // the log may hold entries the logged commit index did not cover yet (they commit
+        // with the new term's first entry, and are applied after `advance`).
+        let follows = ready.entries().first().is_some_and(|e| e.index == self.applied + 1);
+        if lone_leader && follows {
             let normal =
                 ready.entries().iter().take_while(|e| e.entry_type == EntryType::EntryNormal);
             let normal: Vec<Entry> = normal.cloned().collect();
             self.apply_entries(&mut txn, &normal, outputs)?;
         }
-        let mut hard_state = self.raw.raft.hard_state();
+        let mut hard_state = hard_state;
         hard_state.commit = hard_state.commit.max(self.applied);
-        // Raft needs the log, the term and the vote durable before it answers anyone; the
-        // commit index and what was applied can be redone from the log after a crash.
-        let before = self.raw.store().rl().hard_state().clone();
-        let must_sync = installing.is_some()
-            || !ready.entries().is_empty()
-            || hard_state.term != before.term
-            || hard_state.vote != before.vote;
         self.log.set_hard_state(&mut txn, &hard_state)?;
         self.log.set_applied(&mut txn, self.applied)?;
-        if must_sync && installing.is_none() {
-            // Durable before anyone hears of it, and before readers can see its effects.
-            let record = encode_record(ready.entries(), &hard_state);
-            let started = Instant::now();
-            self.wal.append(&record, self.backend.durable_wal_seq()).map_err(heed::Error::Io)?;
-            metrics::histogram!(crate::metrics::WAL_FSYNC).record(started.elapsed());
-        }
         let started = Instant::now();
         txn.commit()?;
         metrics::histogram!(crate::metrics::BACKEND_COMMIT).record(started.elapsed());
