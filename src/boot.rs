@@ -61,8 +61,9 @@ pub async fn run(
 
     let backend = Backend::open(&config.data_dir, map_size(config.quota_backend_bytes))
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
-    let wal = crate::raft::storage::recover(&backend, &config.data_dir.join(WAL_DIR))
-        .context("redoing the write-ahead log")?;
+    let wal_dir = config.wal_dir.clone().unwrap_or_else(|| config.data_dir.join(WAL_DIR));
+    let wal =
+        crate::raft::storage::recover(&backend, &wal_dir).context("redoing the write-ahead log")?;
     let (cluster, members) = identity(&config, &backend).await?;
     tracing::info!(
         name = config.name.as_str(),

@@ -48,7 +48,7 @@ pub const FLAGS: &[FlagSpec] = &[
     flag("logger", Value, true),
     flag("log-outputs", Value, true),
     flag("log-format", Value, false),
-    flag("wal-dir", Value, false),
+    flag("wal-dir", Value, true),
     flag("max-snapshots", Value, false),
     flag("max-wals", Value, false),
     flag("enable-v2", Bool, false),
@@ -112,6 +112,9 @@ pub enum ClusterState {
 pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
+    /// `--wal-dir`: the write-ahead log elsewhere than `<data-dir>/member/wal` (e.g. on a
+    /// faster device), as etcd's dedicated WAL directory.
+    pub wal_dir: Option<PathBuf>,
     pub listen_client_urls: Vec<Url>,
     /// Extra URLs serving only `/metrics` and the health probes (none by default).
     pub listen_metrics_urls: Vec<Url>,
@@ -269,6 +272,7 @@ impl Config {
         let data_dir = PathBuf::from(
             get("data-dir").map(str::to_string).unwrap_or_else(|| format!("{name}.etcd")),
         );
+        let wal_dir = get("wal-dir").filter(|d| !d.is_empty()).map(PathBuf::from);
         let urls =
             |flag: &'static str, default: &str| parse_urls(flag, get(flag).unwrap_or(default));
         let listen_client_urls = urls("listen-client-urls", "http://localhost:2379")?;
@@ -351,6 +355,7 @@ impl Config {
         Ok(Command::Run(Box::new(Config {
             name,
             data_dir,
+            wal_dir,
             listen_client_urls,
             listen_metrics_urls: match get("listen-metrics-urls") {
                 Some(text) if !text.is_empty() => parse_urls("listen-metrics-urls", text)?,
@@ -538,6 +543,7 @@ mod tests {
         let c = run(&[]).unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.wal_dir, None);
         assert_eq!(c.own_cluster_urls(), vec!["http://localhost:2380".to_string()]);
         assert_eq!(c.max_txn_ops, 128);
     }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -82,8 +84,31 @@ func randomHex(n int) string {
 // Every acknowledged put must be readable with exactly its value and at the
 // revision the put reported, and revisions must keep growing.
 func TestKill9Durability(t *testing.T) {
+	kill9Rounds(t, "")
+}
+
+// With --wal-dir the write-ahead log lives outside the data dir (etcd's dedicated WAL
+// directory): recovery must find it there, and nothing is logged under member/wal.
+func TestKill9DurabilityWithWALDir(t *testing.T) {
+	walDir := filepath.Join(t.TempDir(), "wal")
+	kill9Rounds(t, walDir)
+	files, err := os.ReadDir(walDir)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("--wal-dir %s holds no log files (err %v)", walDir, err)
+	}
+}
+
+func kill9Rounds(t *testing.T, walDir string) {
 	bin := etcdproc.BinFromEnv(t)
 	srv := etcdproc.New(t, bin, "t1")
+	if walDir != "" {
+		srv.ExtraArgs = append(srv.ExtraArgs, "--wal-dir", walDir)
+		defer func() {
+			if _, err := os.Stat(filepath.Join(srv.DataDir, "member", "wal")); err == nil {
+				t.Errorf("with --wal-dir, %s/member/wal exists", srv.DataDir)
+			}
+		}()
+	}
 	if err := srv.Start(startTimeout); err != nil {
 		t.Fatalf("first start: %v", err)
 	}
