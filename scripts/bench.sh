@@ -3,7 +3,7 @@
 # other on this machine with the same flags, and prints throughput, p99 latency and the
 # rsetcd/etcd ratio per row, plus each server's resident memory after 100,000 keys of 256 B.
 # The watch row counts events delivered to 1,000 watchers (the last summary the tool prints).
-# Both servers fsync before replying (etcd's WAL, rsetcd's LMDB commit).
+# Both servers fsync their write-ahead log before replying.
 # Then the put and range rows against a 3-member cluster of each (separate processes on
 # loopback, clients spread over all endpoints).
 # Usage: scripts/bench.sh   (QUICK=1 for a tenth of the requests; CLUSTER=0 skips the
