@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use heed::types::Bytes;
 use heed::{
-    CommitOrAbort, CompactionOption, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn,
-    WithoutTls,
+    CommitOrAbort, CompactionOption, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn,
+    RwTxn, WithoutTls,
 };
 
 use crate::mvcc::revision::HistOrder;
@@ -41,6 +41,9 @@ pub type HistTable = Database<'static, Bytes, Bytes, HistOrder>;
 pub const DB_DIR: &str = "member/lmdb";
 
 /// Keys of the `meta` table.
+/// Version of the table layout. 2: `revlog` holds whole changes and `hist` is an index.
+pub const LAYOUT: i64 = 2;
+
 pub mod meta_key {
     pub const CURRENT_REV: &[u8] = b"current_rev";
     pub const COMPACT_REV: &[u8] = b"compact_rev";
@@ -54,6 +57,8 @@ pub mod meta_key {
     pub const MEMBERS: &[u8] = b"members";
     pub const ALARMS: &[u8] = b"alarms";
     pub const AUTH: &[u8] = b"auth";
+    /// Which layout of the MVCC tables the store uses ([`super::LAYOUT`]).
+    pub const LAYOUT: &[u8] = b"layout";
 }
 
 /// Declares the tables once: the handles of one open environment (`Tables`; plain numbers
@@ -113,8 +118,9 @@ struct Shared {
 /// Tables:
 /// - `live`: stored key -> metadata of the key's current version (only keys that exist now).
 ///   Stored keys are user keys, or digests of long ones: see `mvcc::keys`.
-/// - `hist`: (stored key, revision) -> the version written at that revision, or a tombstone.
-/// - `revlog`: revision -> which key changed at it, in write order (watch replay, compaction).
+/// - `hist`: (stored key, revision) -> whether the key was written or deleted at it.
+/// - `revlog`: revision -> the change made at it, whole (key, metadata and value), in write
+///   order (reads with values, watch replay, compaction).
 /// - `lease`: lease id -> lease record.
 /// - `lease_keys`: lease id (8 bytes BE) + stored key -> the user key if it is a digest key,
 ///   else nothing: which keys a lease holds.
@@ -241,6 +247,7 @@ impl Backend {
         clear_defrag_leftovers(&member_dir);
         let recovered = checkpoint::roll_back(&dir)?;
         let generation = open_generation(&dir, map_size)?;
+        check_layout(&generation)?;
         let shared = Shared {
             current: RwLock::new(Arc::new(generation)),
             readers: AtomicUsize::new(0),
@@ -512,16 +519,17 @@ impl StoreCopy {
             let Some(source) = source.filter(|_| !skip.contains(&name)) else {
                 continue;
             };
+            // Read in key order into an emptied table: appends fill the pages.
             for item in source.iter(&rtxn)? {
                 let (key, value) = item?;
-                table.put(txn, key, value)?;
+                append(table, txn, key, value)?;
             }
         }
         dst.hist().clear(txn)?;
         if let Some(hist) = hist {
             for item in hist.iter(&rtxn)? {
                 let (key, value) = item?;
-                dst.hist().put(txn, key, value)?;
+                dst.hist().put_with_flags(txn, PutFlags::APPEND, key, value)?;
             }
         }
         Ok(())
@@ -545,6 +553,37 @@ impl StoreCopy {
         };
         Ok(db.get(&rtxn, key)?.map(<[u8]>::to_vec))
     }
+}
+
+/// Marks a new store with [`LAYOUT`] and refuses one written in another layout, which would
+/// otherwise be misread.
+fn check_layout(generation: &Generation) -> heed::Result<()> {
+    let meta = generation.tables.meta;
+    let rtxn = generation.env.read_txn()?;
+    let found = meta.get(&rtxn, meta_key::LAYOUT)?.map(decode_i64);
+    let fresh = found.is_none() && meta.is_empty(&rtxn)?;
+    drop(rtxn);
+    match found {
+        Some(LAYOUT) => Ok(()),
+        None if fresh => {
+            let mut wtxn = generation.env.write_txn()?;
+            meta.put(&mut wtxn, meta_key::LAYOUT, &LAYOUT.to_be_bytes())?;
+            wtxn.commit()
+        }
+        other => Err(heed::Error::Io(std::io::Error::other(format!(
+            "the store in {} has table layout {}, this rsetcd reads layout {LAYOUT}: \
+             restore it from a snapshot saved by the same version",
+            generation.env.path().display(),
+            other.map_or("1".to_string(), |v| v.to_string()),
+        )))),
+    }
+}
+
+/// Writes an entry whose key sorts after every key of `table` (revisions, raft log indexes).
+/// LMDB then starts a new page when the last one is full instead of splitting it in half, so
+/// such tables fill their pages completely.
+pub fn append(table: Table, txn: &mut RwTxn, key: &[u8], value: &[u8]) -> heed::Result<()> {
+    table.put_with_flags(txn, PutFlags::APPEND, key, value)
 }
 
 fn decode_i64(bytes: &[u8]) -> i64 {

@@ -12,7 +12,7 @@ use heed::RoTxn;
 use prost::Message;
 
 use super::keys;
-use super::record::{self, KIND_TOMBSTONE};
+use super::record;
 use super::revision::{hist_key, Revision};
 use super::{Error, Result, Store};
 use crate::pb::mvccpb::KeyValue;
@@ -45,8 +45,9 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         if at.main > rev {
             break;
         }
-        let (kind, key) = record::decode_revlog(entry);
-        let tombstone = kind == KIND_TOMBSTONE;
+        let change = record::decode_change(at, entry);
+        let key = change.key;
+        let tombstone = change.version.is_none();
         if at.main <= compacted && (tombstone || !visible_at(store, txn, key, at, rev)?) {
             continue;
         }
@@ -57,11 +58,9 @@ pub fn hash_kv(store: &Store, txn: &RoTxn, rev: i64) -> Result<KvHash> {
         bucket_key.extend_from_slice(&rev_bytes[..8]);
         bucket_key.push(b'_');
         bucket_key.extend_from_slice(&rev_bytes[8..]);
-        let value = if tombstone {
-            KeyValue { key: key.to_vec(), ..Default::default() }
-        } else {
-            let version = store.version_at(txn, &keys::stored(key), at)?;
-            version.to_key_value(key, false)
+        let value = match &change.version {
+            None => KeyValue { key: key.to_vec(), ..Default::default() },
+            Some(version) => version.to_key_value(key, false),
         };
         if tombstone {
             bucket_key.push(b't');

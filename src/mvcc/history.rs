@@ -1,9 +1,10 @@
-//! Reads past changes back as watch events, in revision order, from `revlog` and `hist`.
+//! Reads past changes back as watch events, in revision order, from `revlog` (the previous
+//! versions are found through `hist`).
 
 use heed::RoTxn;
 
 use super::keys;
-use super::record::{self, KIND_TOMBSTONE};
+use super::record;
 use super::revision::{hist_key, split_hist_key, Revision};
 use super::{Result, Store};
 use crate::pb::mvccpb::event::EventType;
@@ -41,9 +42,10 @@ pub fn events(
         if is_new_revision {
             out.push(RevisionEvents { revision: at.main, events: Vec::new() });
         }
-        let (kind, key) = record::decode_revlog(entry);
-        let event = if kind == KIND_TOMBSTONE {
-            Event {
+        let change = record::decode_change(at, entry);
+        let key = change.key;
+        let event = match change.version {
+            None => Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
                     key: key.to_vec(),
@@ -51,14 +53,12 @@ pub fn events(
                     ..Default::default()
                 }),
                 prev_kv: previous(store, txn, key, at)?,
-            }
-        } else {
-            let version = store.version_at(txn, &keys::stored(key), at)?;
-            Event {
+            },
+            Some(version) => Event {
                 r#type: EventType::Put as i32,
                 kv: Some(version.to_key_value(key, false)),
                 prev_kv: previous(store, txn, key, at)?,
-            }
+            },
         };
         out.last_mut().expect("pushed above").events.push(event);
     }
@@ -77,5 +77,8 @@ fn previous(store: &Store, txn: &RoTxn, key: &[u8], at: Revision) -> Result<Opti
     if found != stored.as_ref() {
         return Ok(None);
     }
-    Ok(record::decode_hist(rev, bytes).map(|v| v.to_key_value(key, false)))
+    if record::hist_is_tombstone(bytes) {
+        return Ok(None);
+    }
+    Ok(Some(store.version_at(txn, rev)?.to_key_value(key, false)))
 }

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! live   key -> mod_main(8) mod_sub(8) create(8) version(8) lease(8)
-//! hist   key+rev -> kind(1) [create(8) version(8) lease(8) value...]   (kind 1 = tombstone)
-//! revlog rev -> kind(1) user key...
+//! hist   key+rev -> kind(1)                                         (kind 1 = tombstone)
+//! revlog rev -> kind(1) key_len(4) user key [create(8) version(8) lease(8) value...]
 //! ```
 //! Keys in `live` and `hist` are stored keys (see [`keys`](super::keys)); `revlog` holds the
-//! whole user key. Integers are big-endian i64. A value is stored once, in `hist`: `live`
-//! points at the current version by its full revision, so a read with values finds it with
-//! one lookup, and keys-only and count reads need no `hist` access at all.
+//! whole user key. Integers are big-endian. Every change is written once, whole, in `revlog`,
+//! whose keys only grow: appended there, its pages are filled completely and a write touches
+//! only the table's last page, while `hist` and `live` are small indexes by key. `live` points
+//! at the current version by its full revision, so a read with values finds it with one
+//! lookup, and keys-only and count reads at the current revision read no `revlog` page.
 
 use crate::pb::mvccpb::KeyValue;
 
@@ -54,36 +56,60 @@ pub fn decode_live(bytes: &[u8]) -> Version<'_> {
     read_meta(modified, &bytes[16..])
 }
 
-pub fn encode_hist_put(v: &Version) -> Vec<u8> {
-    let mut out = Vec::with_capacity(25 + v.value.len());
-    out.push(KIND_PUT);
+/// `hist` value of a put: the version itself is in `revlog` at the same revision.
+pub const HIST_PUT: &[u8] = &[KIND_PUT];
+pub const HIST_TOMBSTONE: &[u8] = &[KIND_TOMBSTONE];
+
+/// True when a `hist` value marks a tombstone (the key did not exist from that revision on).
+pub fn hist_is_tombstone(bytes: &[u8]) -> bool {
+    match bytes {
+        [KIND_PUT] => false,
+        [KIND_TOMBSTONE] => true,
+        other => panic!("corrupt hist record {other:?}"),
+    }
+}
+
+/// One change as `revlog` holds it: the user key and, for a put, the new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub key: &'a [u8],
+    /// `None` for a tombstone.
+    pub version: Option<Version<'a>>,
+}
+
+pub fn encode_put(key: &[u8], v: &Version) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + key.len() + 24 + v.value.len());
+    push_key(&mut out, KIND_PUT, key);
     push_meta(&mut out, v);
     out.extend_from_slice(v.value);
     out
 }
 
-pub const HIST_TOMBSTONE: &[u8] = &[KIND_TOMBSTONE];
-
-/// Decodes a `hist` value written at `modified`; `None` is a tombstone.
-pub fn decode_hist(modified: Revision, bytes: &[u8]) -> Option<Version<'_>> {
-    match bytes.first() {
-        Some(&KIND_PUT) => Some(read_meta(modified, &bytes[1..])),
-        Some(&KIND_TOMBSTONE) => None,
-        other => panic!("corrupt hist record kind {other:?} at {modified:?}"),
-    }
-}
-
-pub fn encode_revlog(kind: u8, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(kind);
-    out.extend_from_slice(key);
+pub fn encode_tombstone(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + key.len());
+    push_key(&mut out, KIND_TOMBSTONE, key);
     out
 }
 
-/// Returns (kind, key) of a `revlog` value.
-pub fn decode_revlog(bytes: &[u8]) -> (u8, &[u8]) {
-    assert!(!bytes.is_empty(), "empty revlog record");
-    (bytes[0], &bytes[1..])
+/// Decodes the `revlog` value of the change made at `modified`.
+pub fn decode_change(modified: Revision, bytes: &[u8]) -> Change<'_> {
+    assert!(bytes.len() >= 5, "corrupt revlog record at {modified:?}");
+    let key_len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+    assert!(bytes.len() >= 5 + key_len, "corrupt revlog key at {modified:?}");
+    let (key, rest) = bytes[5..].split_at(key_len);
+    let version = match bytes[0] {
+        KIND_PUT => Some(read_meta(modified, rest)),
+        KIND_TOMBSTONE => None,
+        other => panic!("corrupt revlog record kind {other} at {modified:?}"),
+    };
+    Change { key, version }
+}
+
+fn push_key(out: &mut Vec<u8>, kind: u8, key: &[u8]) {
+    out.push(kind);
+    let len = u32::try_from(key.len()).expect("keys are bounded by the request size limit");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
 }
 
 fn push_meta(out: &mut Vec<u8>, v: &Version) {
@@ -109,7 +135,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn live_and_hist_records_round_trip() {
+    fn live_and_revlog_records_round_trip() {
         let v = Version {
             modified: Revision::new(9, 2),
             create_revision: 4,
@@ -118,7 +144,13 @@ mod tests {
             value: b"hello",
         };
         assert_eq!(decode_live(&encode_live(&v)), Version { value: b"", ..v.clone() });
-        assert_eq!(decode_hist(v.modified, &encode_hist_put(&v)), Some(v.clone()));
-        assert_eq!(decode_hist(v.modified, HIST_TOMBSTONE), None);
+        let put = encode_put(b"key", &v);
+        assert_eq!(
+            decode_change(v.modified, &put),
+            Change { key: b"key", version: Some(v.clone()) }
+        );
+        let gone = encode_tombstone(b"key");
+        assert_eq!(decode_change(v.modified, &gone), Change { key: b"key", version: None });
+        assert!(hist_is_tombstone(HIST_TOMBSTONE) && !hist_is_tombstone(HIST_PUT));
     }
 }

@@ -15,10 +15,10 @@ use crate::pb::mvccpb::{Event, KeyValue};
 
 use super::keys::{self, KeyOrder, Walk};
 use super::lease;
-use super::record::{self, Version, HIST_TOMBSTONE, KIND_PUT, KIND_TOMBSTONE};
+use super::record::{self, Change, Version, HIST_TOMBSTONE};
 use super::revision::{hist_key, split_hist_key, Revision};
 use super::{Error, Result};
-use crate::backend::{meta_key, Backend};
+use crate::backend::{append, meta_key, Backend};
 
 /// The keys a request names, decoded from etcd's `(key, range_end)` convention.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,17 +111,18 @@ impl Store {
         self.visit_hist(txn, range, at, &mut visit)
     }
 
-    /// The version of a key written at `rev`, which history must hold (e.g. the one `live`
-    /// points at).
-    pub(super) fn version_at<'t>(
-        &self,
-        txn: &'t RoTxn,
-        stored: &[u8],
-        rev: Revision,
-    ) -> Result<Version<'t>> {
-        let bytes = self.backend.hist().get(txn, &hist_key(stored, rev))?;
-        let bytes = bytes.unwrap_or_else(|| panic!("hist lacks the version at {rev:?}"));
-        Ok(record::decode_hist(rev, bytes).expect("a current version is not a tombstone"))
+    /// The change made at `rev`, which history must hold (e.g. one that `live` or `hist`
+    /// names).
+    pub(super) fn change_at<'t>(&self, txn: &'t RoTxn, rev: Revision) -> Result<Change<'t>> {
+        let bytes = self.backend.revlog().get(txn, &rev.to_bytes())?;
+        let bytes = bytes.unwrap_or_else(|| panic!("revlog lacks {rev:?}, named by an index"));
+        Ok(record::decode_change(rev, bytes))
+    }
+
+    /// The version a put wrote at `rev`.
+    pub(super) fn version_at<'t>(&self, txn: &'t RoTxn, rev: Revision) -> Result<Version<'t>> {
+        let change = self.change_at(txn, rev)?;
+        Ok(change.version.unwrap_or_else(|| panic!("the change at {rev:?} is not a put")))
     }
 
     /// The user key of a stored key that changed at `rev`.
@@ -129,22 +130,19 @@ impl Store {
         if !keys::is_digest(stored) {
             return Ok(stored.to_vec());
         }
-        let bytes = self.backend.revlog().get(txn, &rev.to_bytes())?;
-        let bytes = bytes.unwrap_or_else(|| panic!("revlog lacks {rev:?}, named by a version"));
-        Ok(record::decode_revlog(bytes).1.to_vec())
+        Ok(self.change_at(txn, rev)?.key.to_vec())
     }
 
     /// The current version of `stored`, with or without its value.
     fn current<'t>(
         &self,
         txn: &'t RoTxn,
-        stored: &[u8],
         live: &'t [u8],
         with_values: bool,
     ) -> Result<Version<'t>> {
         let meta = record::decode_live(live);
         if with_values {
-            return self.version_at(txn, stored, meta.modified);
+            return self.version_at(txn, meta.modified);
         }
         Ok(meta)
     }
@@ -159,7 +157,7 @@ impl Store {
         if let KeyRange::Single(key) = range {
             let stored = keys::stored(key);
             if let Some(bytes) = self.backend.live().get(txn, &stored)? {
-                visit(key, self.current(txn, &stored, bytes, with_values)?);
+                visit(key, self.current(txn, bytes, with_values)?);
                 return Ok(1);
             }
             return Ok(0);
@@ -181,7 +179,7 @@ impl Store {
         for item in self.backend.live().range(txn, &bounds)? {
             let (stored, bytes) = item?;
             touched += 1;
-            let version = self.current(txn, stored, bytes, with_values)?;
+            let version = self.current(txn, bytes, with_values)?;
             let modified = version.modified;
             let user_key = || self.user_key(txn, stored, modified);
             if order.offer(stored, Some(version), user_key, visit)? == Walk::Stop {
@@ -208,10 +206,8 @@ impl Store {
                 .get_greater_than_or_equal_to(txn, &hist_key(&stored, newest_at))?;
             if let Some((entry, bytes)) = found {
                 let (found_key, rev) = split_hist_key(entry);
-                if found_key == stored.as_ref() {
-                    if let Some(version) = record::decode_hist(rev, bytes) {
-                        visit(key, version);
-                    }
+                if found_key == stored.as_ref() && !record::hist_is_tombstone(bytes) {
+                    visit(key, self.version_at(txn, rev)?);
                 }
             }
             return Ok(1);
@@ -233,7 +229,10 @@ impl Store {
                 seek = hist_key(stored, newest_at);
                 continue;
             }
-            let version = record::decode_hist(rev, bytes);
+            let version = match record::hist_is_tombstone(bytes) {
+                true => None,
+                false => Some(self.version_at(txn, rev)?),
+            };
             let user_key = || self.user_key(txn, stored, rev);
             if order.offer(stored, version, user_key, visit)? == Walk::Stop {
                 return Ok(touched);
@@ -419,7 +418,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
         let prev = match self.store.backend.live().get(self.txn, &stored)? {
             Some(bytes) => {
                 let modified = record::decode_live(bytes).modified;
-                Some(self.store.version_at(self.txn, &stored, modified)?.to_key_value(key, false))
+                Some(self.store.version_at(self.txn, modified)?.to_key_value(key, false))
             }
             None => None,
         };
@@ -449,8 +448,8 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             }
         }
         b.live().put(self.txn, &stored, &record::encode_live(&version))?;
-        b.hist().put(self.txn, &hist_key(&stored, rev), &record::encode_hist_put(&version))?;
-        b.revlog().put(self.txn, &rev.to_bytes(), &record::encode_revlog(KIND_PUT, key))?;
+        b.hist().put(self.txn, &hist_key(&stored, rev), record::HIST_PUT)?;
+        append(b.revlog(), self.txn, &rev.to_bytes(), &record::encode_put(key, &version))?;
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(version.to_key_value(key, false)),
@@ -476,11 +475,7 @@ impl<'s, 't, 'e> Writer<'s, 't, 'e> {
             let stored = keys::stored(&kv.key);
             b.live().delete(self.txn, &stored)?;
             b.hist().put(self.txn, &hist_key(&stored, rev), HIST_TOMBSTONE)?;
-            b.revlog().put(
-                self.txn,
-                &rev.to_bytes(),
-                &record::encode_revlog(KIND_TOMBSTONE, &kv.key),
-            )?;
+            append(b.revlog(), self.txn, &rev.to_bytes(), &record::encode_tombstone(&kv.key))?;
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(KeyValue {
@@ -526,13 +521,13 @@ pub fn compact(store: &Store, txn: &mut RwTxn, rev: i64) -> Result<()> {
         if at.main > rev {
             break;
         }
-        let (kind, key) = record::decode_revlog(bytes);
-        let stored = keys::stored(key);
+        let change = record::decode_change(at, bytes);
+        let stored = keys::stored(change.key);
         let newest = b
             .hist()
             .get_greater_than_or_equal_to(txn, &hist_key(&stored, Revision::new(rev, i64::MAX)))?
             .map(|(entry, _)| split_hist_key(entry).1);
-        let keep = newest == Some(at) && (kind == KIND_PUT || at.main == rev);
+        let keep = newest == Some(at) && (change.version.is_some() || at.main == rev);
         if !keep {
             doomed.push((stored.into_owned(), at));
         }
@@ -624,6 +619,37 @@ mod tests {
         let txn = store.backend.read_txn().unwrap();
         assert!(matches!(store.check_read_rev(&txn, keep_rev - 1, 10), Err(Error::Compacted)));
         assert_eq!(store.backend.hist().len(&txn).unwrap(), 2, "the overwritten version is gone");
+    }
+
+    #[test]
+    fn revlog_pages_fill_up_and_hist_stays_an_index() {
+        let (_dir, store) = open();
+        // Keys in random order, as a workload writes them: revisions still only grow.
+        let mut key = 7u64;
+        for _ in 0..3000 {
+            key = key.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            put(&store, &key.to_be_bytes(), &[0xab; 256]);
+        }
+        let txn = store.backend.read_txn().unwrap();
+        let revlog = store.backend.revlog().stat(&txn).unwrap();
+        let record = 16 + 1 + 4 + 8 + 24 + 256;
+        let fill = (revlog.entries * record) as f64 / (revlog.leaf_pages * 4096) as f64;
+        assert!(fill > 0.88, "revlog leaf pages only {:.0}% full", fill * 100.0);
+        let hist = store.backend.hist().stat(&txn).unwrap();
+        assert!(hist.leaf_pages * 4 < revlog.leaf_pages, "hist holds values: {hist:?}");
+    }
+
+    #[test]
+    fn a_store_in_another_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(dir.path(), 1 << 30).unwrap();
+        let mut txn = backend.write_txn().unwrap();
+        backend.meta().delete(&mut txn, meta_key::LAYOUT).unwrap();
+        backend.put_meta_i64(&mut txn, meta_key::CURRENT_REV, 5).unwrap();
+        txn.commit_durable().unwrap();
+        drop(backend);
+        let err = Backend::open(dir.path(), 1 << 30).err().expect("an old layout is refused");
+        assert!(err.to_string().contains("table layout 1"), "{err}");
     }
 
     fn long_key(tail: u8) -> Vec<u8> {

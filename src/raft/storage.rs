@@ -16,7 +16,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
 use super::wal::Wal;
-use crate::backend::{meta_key, Backend, StoreCopy};
+use crate::backend::{append, meta_key, Backend, StoreCopy};
 
 /// What a restart needs: the rebuilt storage and where the state machine stands.
 pub struct Loaded {
@@ -97,7 +97,8 @@ impl RaftLog {
         self.backend.raft_log().delete_range(txn, &stale)?;
         for entry in entries {
             let bytes = entry.write_to_bytes().expect("raft entry encodes");
-            self.backend.raft_log().put(txn, &entry.index.to_be_bytes(), &bytes)?;
+            // Every later entry was just deleted, so each index is the log's new last.
+            append(self.backend.raft_log(), txn, &entry.index.to_be_bytes(), &bytes)?;
         }
         Ok(())
     }
